@@ -394,10 +394,11 @@ def act_loss(carry: Carry, outputs: dict, loss_type: str = "stablemax"):
 
 
 class AdamATan2(torch.optim.Optimizer):
-    """Adam with atan2(m_hat, sqrt(v_hat)) in place of m_hat / (sqrt(v_hat) + eps): bounded, scale
-    invariant, no epsilon (Everett et al. 2024). The constants are those of the `adam-atan2` 0.0.3
-    CUDA kernel the official code uses: a = b = 1 (not the paper's a = 1.27), decoupled decay
-    p *= 1 - lr*wd applied first, then p -= lr / (1 - beta1^t) * atan2(m, sqrt(v) / sqrt(1 - beta2^t))."""
+    """Adam with atan2(m, sqrt(v)) in place of m / (sqrt(v) + eps): bounded, scale invariant, no
+    epsilon (Everett et al. 2024). Exactly the `adam-atan2` 0.0.3 CUDA kernel the official code uses:
+    scale constants a = b = 1 (the paper suggests a = 1.27), decoupled decay p *= 1 - lr*wd first,
+    then p -= lr / (1 - beta1^t) * atan2(m, sqrt(v / (1 - beta2^t))): the first moment's bias
+    correction sits outside the atan2, the second's inside."""
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1):
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
