@@ -1,0 +1,186 @@
+"""train.py: the configurator, exact resume after SIGKILL, and one-line errors for bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train
+from conftest import ROOT, run_script
+
+TINY = ["--hidden_size=32", "--num_heads=2", "--H_cycles=2", "--L_cycles=1", "--halt_max_steps=3",
+        "--puzzle_emb_ndim=32", "--puzzle_emb_len=1", "--mlp_t=True", "--pos_encodings='none'",
+        "--global_batch_size=16", "--compile=False", "--dtype=float32", "--device=cpu", "--lr_warmup_steps=5",
+        "--lr=3e-3", "--puzzle_emb_lr=1e-2", "--ema_rate=0.9", "--halt_exploration_prob=0.5"]
+
+
+def tiny_run(data, out, *extra):
+    return ["train.py", f"--data_dir={data}", f"--out_dir={out}", *TINY, *extra]
+
+
+def test_config_file_then_overrides(tmp_path):
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text("lr = 3e-4\nhidden_size = 64\nmlp_t = True\n_private = 1\nimport math\n")
+    C = train.configure([str(cfg), "--lr=1e-3", "--eval_interval=500", "--device=cpu", "--vocab_size=11",
+                         "--weight_decay=1"])
+    assert (C["lr"], C["hidden_size"], C["mlp_t"], C["eval_interval"]) == (1e-3, 64, True, 500)
+    assert C["device"] == "cpu" and C["vocab_size"] == 11
+    assert C["weight_decay"] == 1.0 and isinstance(C["weight_decay"], float)
+    assert C["epochs"] == train.DEFAULTS["epochs"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learning_rate=1e-3"], "unknown setting 'learning_rate'; did you mean lr"),
+    (["--hiden_size=64"], "did you mean hidden_size"),
+    (["--lr=fast"], "lr='fast' is a str, expected a float"),
+    (["--compile=1"], "compile=1 is a int, expected a bool"),
+    (["--epochs=1.5"], "epochs=1.5 is a float, expected a int"),
+    (["--lr"], "write overrides as --key=value"),
+    (["no_such_config.py"], "config file not found"),
+])
+def test_configurator_rejects_bad_settings_naming_the_key(argv, message):
+    with pytest.raises(train.UserError, match=message):
+        train.configure(argv)
+
+
+def read_metrics(out):
+    with open(out / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    for row in rows:
+        row.pop("examples_per_s", None)  # wall-clock, the one thing allowed to differ
+    return rows
+
+
+def test_sigkill_then_resume_equals_the_uninterrupted_run(sudoku4, tmp_path):
+    args = ["--max_steps=60", "--ckpt_interval=10", "--log_interval=1", "--eval_interval=25"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    done = run_script(*tiny_run(sudoku4, full, *args))
+    assert done.returncode == 0, done.stderr
+
+    proc = subprocess.Popen([sys.executable, *tiny_run(sudoku4, cut, *args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until step 15 is logged: a checkpoint exists at step 10
+        if (cut / "metrics.jsonl").exists() and any(json.loads(line)["iter"] >= 15 for line in
+                                                    open(cut / "metrics.jsonl") if line.strip()):
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(cut / "ckpt.pt", weights_only=False)["step"]
+    assert 10 <= killed_at < 60, "the kill must land mid-run for this test to mean anything"
+
+    done = run_script(*tiny_run(sudoku4, cut, *args, "--init_from=resume"))
+    assert done.returncode == 0, done.stderr
+    assert f"resumed from {cut / 'ckpt.pt'} at step {killed_at}" in done.stdout
+    a, b = (torch.load(d / "ckpt.pt", weights_only=False) for d in (full, cut))
+    assert a["step"] == b["step"] == 60
+    for part in ("model", "optimizer", "emb_optimizer", "ema", "carry", "loader"):
+        assert_same(a[part], b[part], part)
+    assert read_metrics(full) == read_metrics(cut)
+
+
+def assert_same(x, y, where):
+    if isinstance(x, dict):
+        assert x.keys() == y.keys(), where
+        for k in x:
+            assert_same(x[k], y[k], f"{where}.{k}")
+    elif isinstance(x, (list, tuple)):
+        assert len(x) == len(y), where
+        for i, (u, v) in enumerate(zip(x, y)):
+            assert_same(u, v, f"{where}[{i}]")
+    elif isinstance(x, torch.Tensor):
+        assert torch.equal(x, y), where
+    else:
+        assert x == y, where
+
+
+def test_training_learns_and_writes_metrics_config_and_curves(sudoku4, tmp_path):
+    out = tmp_path / "run"
+    done = run_script(*tiny_run(sudoku4, out, "--max_steps=120", "--eval_interval=60", "--log_interval=20"))
+    assert done.returncode == 0, done.stderr
+    rows = read_metrics(out)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    evals = [r for r in rows if r["split"] == "test"]
+    assert [r["iter"] for r in evals] == [60, 120]
+    keys = {"iter", "split", "lm_loss", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps"}
+    assert keys <= set(evals[0]) and keys | {"lr"} <= set(train_rows[0])
+    assert train_rows[-1]["lm_loss"] < 0.8 * train_rows[0]["lm_loss"], "the loss must fall"
+    assert evals[-1]["accuracy"] > 0.4, "4x4 Sudoku cells: well above chance (0.25) after 120 steps"
+    assert evals[-1]["steps"] == 3.0, "evaluation runs every puzzle for all halt_max_steps"
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["hidden_size"] == 32 and saved["dtype"] == "float32"
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def one_line_error(done):
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+def error_of(argv):
+    """train.py's message for a bad run, in-process (what the CLI prints after 'train.py: ')."""
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv[1:] if argv[0] == "train.py" else argv)
+    return str(exit_info.value)
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    msg = one_line_error(run_script(*tiny_run(tmp_path / "nowhere", tmp_path / "o")))
+    assert msg.startswith("train.py: ") and "nowhere/train/dataset.json: not found" in msg
+    assert "prepare_sudoku.py" in msg
+
+
+def test_dataset_disagreeing_with_the_config_says_so(sudoku4, tmp_path):
+    msg = error_of(tiny_run(sudoku4, tmp_path / "o", "--vocab_size=11"))
+    assert "vocab_size=11 but the dataset" in msg and "vocab_size=6" in msg
+
+
+def test_batch_larger_than_the_training_set(sudoku4, tmp_path):
+    msg = error_of(tiny_run(sudoku4, tmp_path / "o", "--global_batch_size=100000"))
+    assert "global_batch_size 100000" in msg and "lower the batch size" in msg
+
+
+def test_cuda_requested_without_cuda(sudoku4, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    msg = error_of(tiny_run(sudoku4, tmp_path / "o") + ["--device=cuda"])
+    assert "device='cuda'" in msg and "--device=cpu" in msg
+
+
+def test_corrupt_checkpoint_is_named_and_left_untouched(sudoku4, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "ckpt.pt").write_bytes(b"PK\x03\x04 truncated")
+    msg = error_of(tiny_run(sudoku4, out, "--init_from=resume"))
+    assert f"{out / 'ckpt.pt'} is unreadable" in msg and "left untouched" in msg
+    assert (out / "ckpt.pt").read_bytes() == b"PK\x03\x04 truncated"
+    msg = error_of(tiny_run(sudoku4, out))  # scratch would overwrite it: refused
+    assert "ckpt.pt exists" in msg and "--init_from=resume" in msg
+
+
+def test_resume_with_another_model_shape_names_the_fields(sudoku4, tmp_path):
+    out = tmp_path / "o"
+    train.main(tiny_run(sudoku4, out, "--max_steps=2")[1:])
+    msg = error_of(tiny_run(sudoku4, out, "--max_steps=4", "--init_from=resume", "--hidden_size=64", "--L_cycles=3"))
+    assert "hidden_size: checkpoint 32 vs now 64" in msg and "L_cycles: checkpoint 1 vs now 3" in msg
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(sudoku4, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    real, calls = train.act_loss, []
+
+    def poisoned(carry, outputs, loss_type):
+        loss, metrics = real(carry, outputs, loss_type)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 6 else loss), metrics
+
+    monkeypatch.setattr(train, "act_loss", poisoned)
+    msg = error_of(tiny_run(sudoku4, out, "--max_steps=10", "--ckpt_interval=2"))
+    assert "loss is nan at step 6" in msg and "ckpt.pt holds the last good state" in msg
+    assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 4

@@ -1,0 +1,433 @@
+"""
+Train a TRM on a dataset written by prepare_*.py (the official layout, see dataset.py).
+
+    python train.py config/sudoku_cpu.py                      # CPU quick start
+    python train.py config/sudoku_mlp.py --lr=3e-4            # a config file, then --key=value overrides
+    python train.py config/sudoku_cpu.py --init_from=resume   # continue a killed run exactly
+
+Every setting below can be overridden; the model's settings are TRMConfig's fields (model.py).
+"""
+import ast
+import contextlib
+import dataclasses
+import difflib
+import json
+import math
+import os
+import sys
+import time
+
+# ------------------------------------------------------------------------------------------------
+# Settings: defaults, then config files, then --key=value (see configure()).
+# data and output
+data_dir = "data/sudoku-extreme-1k-aug-1000"
+out_dir = "out"
+init_from = "scratch"        # "scratch" | "resume" (from out_dir/ckpt.pt)
+eval_split = "test"
+# schedule
+global_batch_size = 768      # split evenly across data-parallel ranks
+epochs = 50000
+max_steps = 0                # 0: the official count, epochs * groups * examples / batch
+max_minutes = 0.0            # > 0: stop (evaluate, checkpoint) after this much training time
+eval_interval = 5000         # optimiser steps between evaluations (the official code counts epochs)
+eval_max_batches = 0         # > 0: evaluate on that many batches only (quick looks)
+log_interval = 10
+ckpt_interval = 1000
+# optimisation (spec section 6)
+lr = 1e-4
+lr_min_ratio = 1.0           # cosine decay towards lr * lr_min_ratio; 1.0 = constant after warm-up
+lr_warmup_steps = 2000
+weight_decay = 1.0
+beta1 = 0.9
+beta2 = 0.95
+puzzle_emb_lr = 1e-4
+puzzle_emb_weight_decay = 1.0
+ema = True
+ema_rate = 0.999
+# system
+device = "auto"              # "auto" | "cpu" | "cuda" | "mps"
+dtype = "auto"               # "auto" | "bfloat16" | "float32" | "float64"; auto = the fastest here
+compile = True
+seed = 0
+wandb_log = False
+wandb_project = "trm"
+wandb_run_name = "run"
+# the model (TRMConfig); None = taken from the dataset
+vocab_size = None
+seq_len = None
+num_puzzle_identifiers = None
+hidden_size = 512
+num_heads = 8
+expansion = 4.0
+L_layers = 2
+H_cycles = 3
+L_cycles = 6
+halt_max_steps = 16
+halt_exploration_prob = 0.1
+puzzle_emb_ndim = 512
+puzzle_emb_len = 16
+mlp_t = False
+pos_encodings = "rope"
+rope_theta = 10000.0
+rms_norm_eps = 1e-5
+no_ACT_continue = True
+loss_type = "stablemax"
+DEFAULTS = {k: v for k, v in dict(globals()).items()
+            if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
+# ------------------------------------------------------------------------------------------------
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import dataset  # noqa: E402
+from model import EMA, TRM, AdamATan2, Carry, PuzzleEmbSignSGD, TRMConfig, act_loss, config_fields  # noqa: E402
+from plot import plot_curves  # noqa: E402
+
+# Names from other code bases (nanoGPT, the paper) that users will type.
+ALIASES = dict(learning_rate="lr", batch_size="global_batch_size", max_iters="max_steps", wd="weight_decay",
+               T="H_cycles", n="L_cycles", n_layer="L_layers", n_embd="hidden_size", n_head="num_heads",
+               N_sup="halt_max_steps", forward_dtype="dtype")
+FROM_DATASET = ("vocab_size", "seq_len", "num_puzzle_identifiers")
+# Settings whose change makes a checkpoint unusable: the model's shape and the carry's batch.
+SHAPE_KEYS = tuple(f for f in config_fields() if f != "forward_dtype") + ("global_batch_size",)
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line, no traceback."""
+
+
+def configure(argv, defaults=DEFAULTS):
+    """nanoGPT-style: run each config/*.py given, then apply --key=value (ast.literal_eval'd)."""
+    settings = dict(defaults)
+
+    def assign(key, value, where):
+        if key not in defaults:
+            close = ([ALIASES[key]] if key in ALIASES else []) + difflib.get_close_matches(key, defaults, n=3)
+            raise UserError(f"{where}: unknown setting '{key}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        default = defaults[key]
+        if isinstance(default, float) and type(value) is int:
+            value = float(value)
+        ok = (value is None and key in FROM_DATASET) or default is None and type(value) is int \
+            or type(value) is type(default)
+        if not ok:
+            raise UserError(f"{where}: {key}={value!r} is a {type(value).__name__}, expected a "
+                            f"{type(default).__name__} like the default {default!r}")
+        settings[key] = value
+
+    for arg in argv:
+        if arg.startswith("--"):
+            key, eq, text = arg[2:].partition("=")
+            if not eq:
+                raise UserError(f"{arg}: write overrides as --key=value")
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text  # a bare word is a string: --device=cpu
+            assign(key, value, arg)
+        else:
+            if not os.path.isfile(arg):
+                raise UserError(f"{arg}: config file not found (configs live in config/)")
+            scope = {}
+            exec(open(arg).read(), scope)
+            for key, value in scope.items():
+                if not key.startswith("_") and not callable(value) and type(value).__name__ != "module":
+                    assign(key, value, arg)
+    return settings
+
+
+# ------------------------------------------------------------------------------------------------
+# Device, precision, data
+
+
+def resolve_device(name):
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device='cuda' but this torch build sees no CUDA GPU; use --device=cpu (or auto)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device='mps' but MPS is not available here; use --device=cpu (or auto)")
+    if name not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device={name!r}: use auto, cpu, cuda or mps")
+    return name
+
+
+def cpu_has_amx():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def resolve_dtype(name, device_type):
+    """bf16 where it is fast (CUDA, CPUs with AMX); float32 elsewhere, where bf16 matmuls are
+    emulated and up to 25x slower."""
+    if name == "auto":
+        fast_bf16 = (device_type == "cuda" and torch.cuda.is_bf16_supported()) or \
+            (device_type == "cpu" and cpu_has_amx())
+        return "bfloat16" if fast_bf16 else "float32"
+    if name not in ("bfloat16", "float32", "float64"):
+        raise UserError(f"dtype={name!r}: use auto, bfloat16, float32 or float64")
+    return name
+
+
+def model_config(C, meta):
+    fields = {k: C[k] for k in config_fields() if k in C}
+    for key in FROM_DATASET:
+        if fields[key] is None:
+            fields[key] = meta[key]
+        elif fields[key] != meta[key]:
+            raise UserError(f"{key}={fields[key]} but the dataset {C['data_dir']} has {key}={meta[key]}; "
+                            f"drop the setting to take it from the dataset")
+    fields["forward_dtype"] = C["dtype"]
+    try:
+        return TRMConfig(**fields)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def to_device(batch, device):
+    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def lr_at(step, base_lr, C, total_steps):
+    """The official schedule: linear warm-up, then cosine towards base_lr * lr_min_ratio."""
+    if step < C["lr_warmup_steps"]:
+        return base_lr * step / max(1, C["lr_warmup_steps"])
+    progress = (step - C["lr_warmup_steps"]) / max(1, total_steps - C["lr_warmup_steps"])
+    return base_lr * (C["lr_min_ratio"] + max(0.0, (1 - C["lr_min_ratio"]) * 0.5 * (1 + math.cos(math.pi * progress))))
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics, evaluation
+
+
+def summarise(sums, batch_size):
+    """Official reduction: losses per puzzle of the global batch, the rest per halted puzzle."""
+    count = max(float(sums.get("count", 0)), 1.0)
+    out = {k: float(v) / (batch_size if k.endswith("loss") else count) for k, v in sums.items() if k != "count"}
+    out["count"] = float(sums.get("count", 0))
+    return out
+
+
+def add_into(sums, metrics):
+    for k, v in metrics.items():
+        sums[k] = sums.get(k, 0) + v.detach().to(torch.float64)
+
+
+@torch.inference_mode()
+def evaluate(model, C, device, forward=None):
+    """Every test puzzle for all halt_max_steps supervision steps; metrics of the final step."""
+    forward = forward or model
+    was_training = model.training
+    model.eval()
+    sums, n_rows, batches = {}, 0, dataset.eval_batches(C["data_dir"], C["eval_split"], C["global_batch_size"])
+    for i, (batch, real) in enumerate(tqdm(batches, desc="eval", leave=False, dynamic_ncols=True)):
+        if C["eval_max_batches"] and i >= C["eval_max_batches"]:
+            break
+        batch = to_device(batch, device)
+        carry = model.initial_carry(batch)
+        for _ in range(model.config.halt_max_steps):
+            carry, outputs = forward(carry, batch)
+        add_into(sums, act_loss(carry, outputs, model.config.loss_type)[1])
+        n_rows += real
+    model.train(was_training)
+    return summarise(sums, max(n_rows, 1))
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints: atomic, complete, and refused when they do not fit
+
+
+def save_checkpoint(path, state):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # a kill at any moment leaves either the old or the new file, whole
+    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path, C):
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found: nothing to resume; start with --init_from=scratch")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state["config"], state["model"]
+    except Exception as e:  # truncated, corrupt, or not ours
+        raise UserError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:120]}); it was left untouched. "
+                        f"Restore it from a backup, or start over with --init_from=scratch --out_dir=<new dir>") from None
+    differ = [f"{k}: checkpoint {state['config'].get(k)!r} vs now {C[k]!r}" for k in SHAPE_KEYS
+              if k in C and state["config"].get(k) != C[k] and not (k in FROM_DATASET and C[k] is None)]
+    if differ:
+        raise UserError(f"{path} was trained with another model shape; set these back to resume: " + "; ".join(differ))
+    return state
+
+
+def carry_state(carry):
+    return {k: ({n: t.cpu() for n, t in v.items()} if isinstance(v, dict) else v.cpu())
+            for k, v in dataclasses.asdict(carry).items()}
+
+
+def carry_from_state(state, device):
+    return Carry(**{k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device))
+                    for k, v in state.items()})
+
+
+def append_jsonl(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_jsonl(path, last_step):
+    """On resume, forget log lines of steps after the checkpoint: they are about to be redone."""
+    if os.path.isfile(path):
+        with open(path) as f:
+            kept = [line for line in f if line.strip() and json.loads(line)["iter"] <= last_step]
+        with open(path + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(path + ".tmp", path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+
+
+def train(C):
+    torch.manual_seed(C["seed"])
+    dev = resolve_device(C["device"])
+    C["dtype"] = resolve_dtype(C["dtype"], dev)
+    os.makedirs(C["out_dir"], exist_ok=True)
+    ckpt_path, metrics_path = os.path.join(C["out_dir"], "ckpt.pt"), os.path.join(C["out_dir"], "metrics.jsonl")
+    if C["init_from"] not in ("scratch", "resume"):
+        raise UserError(f"init_from={C['init_from']!r}: use scratch or resume")
+    if C["init_from"] == "scratch" and os.path.exists(ckpt_path):
+        raise UserError(f"{ckpt_path} exists: continue it with --init_from=resume, or pick another --out_dir "
+                        f"(or delete it) to start from scratch")
+    try:
+        loader = dataset.TrainLoader(C["data_dir"], C["global_batch_size"], seed=C["seed"])
+    except dataset.DatasetError as e:
+        raise UserError(str(e)) from None
+    cfg = model_config(C, loader.meta)
+    model = TRM(cfg).to(dev)
+    opt = AdamATan2(model.parameters(), lr=C["lr"], betas=(C["beta1"], C["beta2"]), weight_decay=C["weight_decay"])
+    emb_opt = PuzzleEmbSignSGD(model.puzzle_emb, lr=C["puzzle_emb_lr"], weight_decay=C["puzzle_emb_weight_decay"]) \
+        if cfg.prefix_len else None
+    ema = EMA(model, C["ema_rate"]) if C["ema"] else None
+    total_steps = C["max_steps"] or dataset.total_train_steps(loader.meta, C["epochs"], C["global_batch_size"])
+    step, carry = 0, None
+    if C["init_from"] == "resume":
+        state = load_checkpoint(ckpt_path, C)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if emb_opt:
+            emb_opt.load_state_dict(state["emb_optimizer"])
+        if ema:
+            ema.load_state_dict(state["ema"])
+        loader.load_state_dict(state["loader"])
+        carry, step = carry_from_state(state["carry"], dev), state["step"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if dev == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        truncate_jsonl(metrics_path, step)
+        print(f"resumed from {ckpt_path} at step {step}")
+    elif os.path.exists(metrics_path):
+        os.replace(metrics_path, metrics_path + ".old")
+    with open(os.path.join(C["out_dir"], "config.json"), "w") as f:
+        json.dump(C, f, indent=1)
+    print(f"TRM: {model.num_params() / 1e6:.2f}M parameters, {dev} {C['dtype']}, {total_steps} steps of "
+          f"{C['global_batch_size']} puzzles; config: {json.dumps(C)}")
+    step_fn = torch.compile(model) if C["compile"] else model
+    if C["wandb_log"]:
+        import wandb
+        wandb.init(project=C["wandb_project"], name=C["wandb_run_name"], config=C)
+
+    def checkpoint():
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise UserError(f"weights became non-finite at step {step}; stopped. {ckpt_path} keeps the last good "
+                            f"state (try a lower --lr, or --dtype=float32)")
+        save_checkpoint(ckpt_path, dict(
+            model=model.state_dict(), optimizer=opt.state_dict(), emb_optimizer=emb_opt and emb_opt.state_dict(),
+            ema=ema and ema.state_dict(), loader=loader.state_dict(), carry=carry_state(carry), step=step,
+            log_sums=dict(sums), log_seen=seen,
+            rng=dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if dev == "cuda" else None),
+            config=C, model_config=dataclasses.asdict(cfg)))
+
+    def run_eval():
+        with ema.swapped_in(model) if ema else contextlib.nullcontext():
+            result = evaluate(model, C, dev, step_fn)
+        record = dict(iter=step, split=C["eval_split"], **result)
+        append_jsonl(metrics_path, record)
+        plot_curves(metrics_path, os.path.join(C["out_dir"], "curves.png"))
+        tqdm.write(f"eval @ {step}: exact {result.get('exact_accuracy', 0):.2%}, token {result.get('accuracy', 0):.2%}, "
+                   f"steps {result.get('steps', 0):.1f}, q_halt acc {result.get('q_halt_accuracy', 0):.2%}")
+        if C["wandb_log"]:
+            wandb.log({f"eval/{k}": v for k, v in result.items()}, step=step)
+        return result
+
+    model.train()
+    bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
+    t_start, t_log, sums, seen = time.time(), time.time(), {}, 0
+    if C["init_from"] == "resume":
+        sums, seen = state["log_sums"], state["log_seen"]
+    while step < total_steps:
+        batch = to_device(loader.next_batch(), dev)
+        if carry is None:
+            carry = model.initial_carry(batch)
+        step += 1
+        for optimizer, base in ((opt, C["lr"]), (emb_opt, C["puzzle_emb_lr"])):
+            for group in optimizer.param_groups if optimizer else ():
+                group["lr"] = lr_at(step, base, C, total_steps)
+        carry, outputs = step_fn(carry, batch)
+        loss, metrics = act_loss(carry, outputs, cfg.loss_type)
+        ((1 / C["global_batch_size"]) * loss).backward()
+        if not math.isfinite(loss.item()):
+            raise UserError(f"loss is {loss.item()} at step {step}; stopped. {ckpt_path} holds the last good state "
+                            f"(try a lower --lr, or --dtype=float32)")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if emb_opt:
+            emb_opt.step()
+        if ema:
+            ema.update(model)
+        add_into(sums, metrics)
+        seen += len(batch["inputs"])
+        bar.update(1)
+        if step % C["log_interval"] == 0 or step == total_steps:
+            rate = seen / (time.time() - t_log)
+            record = dict(iter=step, split="train", lr=lr_at(step, C["lr"], C, total_steps), examples_per_s=rate,
+                          **summarise(sums, seen))
+            append_jsonl(metrics_path, record)
+            bar.set_postfix(loss=f"{record['lm_loss']:.3f}", acc=f"{record.get('accuracy', 0):.3f}",
+                            exact=f"{record.get('exact_accuracy', 0):.3f}", ex_s=f"{rate:.0f}")
+            if C["wandb_log"]:
+                wandb.log({f"train/{k}": v for k, v in record.items()}, step=step)
+            t_log, sums, seen = time.time(), {}, 0
+        out_of_time = C["max_minutes"] and time.time() - t_start > 60 * C["max_minutes"]
+        if step % C["eval_interval"] == 0 and step < total_steps and not out_of_time:
+            run_eval()
+        if step % C["ckpt_interval"] == 0 or step == total_steps or out_of_time:
+            checkpoint()
+        if out_of_time:
+            tqdm.write(f"max_minutes={C['max_minutes']} reached at step {step}")
+            break
+    bar.close()
+    return run_eval()
+
+
+def main(argv):
+    try:
+        C = configure(argv)
+        train(C)
+    except UserError as e:
+        sys.exit(f"train.py: {e}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
