@@ -27,9 +27,9 @@ eval_split = "test"
 # schedule
 global_batch_size = 768      # split evenly across data-parallel ranks
 epochs = 50000
-max_steps = 0                # 0: the official count, epochs * groups * examples / batch
+max_steps = 0                # > 0: stop after this many optimiser steps instead of `epochs` epochs
 max_minutes = 0.0            # > 0: stop (evaluate, checkpoint) after this much training time
-eval_interval = 5000         # optimiser steps between evaluations (the official code counts epochs)
+eval_interval = 5000         # epochs between evaluations, as in the official code (one pass of the loader)
 eval_max_batches = 0         # > 0: evaluate on that many batches only (quick looks)
 log_interval = 10
 ckpt_interval = 1000
@@ -285,11 +285,14 @@ def append_jsonl(path, record):
         f.write(json.dumps(record) + "\n")
 
 
-def truncate_jsonl(path, last_step):
-    """On resume, forget log lines of steps after the checkpoint: they are about to be redone."""
+def truncate_jsonl(path, step):
+    """On resume, forget what was logged after the checkpoint at `step`: it is about to be redone
+    (an evaluation at `step` always runs after that step's checkpoint)."""
     if os.path.isfile(path):
         with open(path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["iter"] <= last_step]
+            rows = [json.loads(line) for line in f if line.strip()]
+        kept = [json.dumps(r) + "\n" for r in rows
+                if r["iter"] < step or (r["iter"] == step and r["split"] == "train")]
         with open(path + ".tmp", "w") as f:
             f.writelines(kept)
         os.replace(path + ".tmp", path)
@@ -311,16 +314,24 @@ def train(C):
         raise UserError(f"{ckpt_path} exists: continue it with --init_from=resume, or pick another --out_dir "
                         f"(or delete it) to start from scratch")
     try:
-        loader = dataset.TrainLoader(C["data_dir"], C["global_batch_size"], seed=C["seed"])
+        loader = dataset.TrainLoader(C["data_dir"], C["global_batch_size"], seed=C["seed"],
+                                     epochs_per_iter=max(1, min(C["eval_interval"], C["epochs"])))
     except dataset.DatasetError as e:
         raise UserError(str(e)) from None
+    per_epoch = loader.meta["total_groups"] * loader.meta["mean_puzzle_examples"]
+    if C["global_batch_size"] > per_epoch:
+        raise UserError(f"global_batch_size {C['global_batch_size']} is larger than the training set of "
+                        f"{C['data_dir']} ({per_epoch:.0f} examples per epoch); lower the batch size")
     cfg = model_config(C, loader.meta)
     model = TRM(cfg).to(dev)
     opt = AdamATan2(model.parameters(), lr=C["lr"], betas=(C["beta1"], C["beta2"]), weight_decay=C["weight_decay"])
     emb_opt = PuzzleEmbSignSGD(model.puzzle_emb, lr=C["puzzle_emb_lr"], weight_decay=C["puzzle_emb_weight_decay"]) \
         if cfg.prefix_len else None
     ema = EMA(model, C["ema_rate"]) if C["ema"] else None
+    # The official schedule horizon; training itself stops after `epochs` epochs (or max_steps).
     total_steps = C["max_steps"] or dataset.total_train_steps(loader.meta, C["epochs"], C["global_batch_size"])
+    passes = max(1, C["epochs"] // loader.epochs_per_iter)  # an evaluation after each
+    last_step = C["max_steps"] or passes * loader.batches_per_pass  # exact for 1-example puzzles
     step, carry = 0, None
     if C["init_from"] == "resume":
         state = load_checkpoint(ckpt_path, C)
@@ -341,7 +352,7 @@ def train(C):
         os.replace(metrics_path, metrics_path + ".old")
     with open(os.path.join(C["out_dir"], "config.json"), "w") as f:
         json.dump(C, f, indent=1)
-    print(f"TRM: {model.num_params() / 1e6:.2f}M parameters, {dev} {C['dtype']}, {total_steps} steps of "
+    print(f"TRM: {model.num_params() / 1e6:.2f}M parameters, {dev} {C['dtype']}, {last_step} steps of "
           f"{C['global_batch_size']} puzzles; config: {json.dumps(C)}")
     step_fn = torch.compile(model) if C["compile"] else model
     if C["wandb_log"]:
@@ -372,12 +383,18 @@ def train(C):
         return result
 
     model.train()
-    bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=last_step, initial=step, desc="train", dynamic_ncols=True)
     t_start, t_log, sums, seen = time.time(), time.time(), {}, 0
     if C["init_from"] == "resume":
         sums, seen = state["log_sums"], state["log_seen"]
-    while step < total_steps:
-        batch = to_device(loader.next_batch(), dev)
+    while step < last_step:
+        pass_before = loader.iteration
+        batch = loader.next_batch()
+        if loader.iteration != pass_before and step > 0:  # a pass of eval_interval epochs is over
+            if loader.iteration >= passes:
+                break
+            run_eval()
+        batch = to_device(batch, dev)
         if carry is None:
             carry = model.initial_carry(batch)
         step += 1
@@ -399,7 +416,7 @@ def train(C):
         add_into(sums, metrics)
         seen += len(batch["inputs"])
         bar.update(1)
-        if step % C["log_interval"] == 0 or step == total_steps:
+        if step % C["log_interval"] == 0 or step == last_step:
             rate = seen / (time.time() - t_log)
             record = dict(iter=step, split="train", lr=lr_at(step, C["lr"], C, total_steps), examples_per_s=rate,
                           **summarise(sums, seen))
@@ -410,14 +427,13 @@ def train(C):
                 wandb.log({f"train/{k}": v for k, v in record.items()}, step=step)
             t_log, sums, seen = time.time(), {}, 0
         out_of_time = C["max_minutes"] and time.time() - t_start > 60 * C["max_minutes"]
-        if step % C["eval_interval"] == 0 and step < total_steps and not out_of_time:
-            run_eval()
-        if step % C["ckpt_interval"] == 0 or step == total_steps or out_of_time:
+        if step % C["ckpt_interval"] == 0:
             checkpoint()
         if out_of_time:
             tqdm.write(f"max_minutes={C['max_minutes']} reached at step {step}")
             break
     bar.close()
+    checkpoint()
     return run_eval()
 
 

@@ -1,0 +1,365 @@
+"""The one dataset format every task shares: write atomically, read memory-mapped, the loaders.
+
+On disk (the official TinyRecursiveModels / HRM layout, so datasets move between the two code bases):
+
+    DIR/identifiers.json                 list of puzzle-identifier names, index = id, 0 = "<blank>"
+    DIR/{train,test}/dataset.json        metadata (META_FIELDS below)
+    DIR/{train,test}/{set}__inputs.npy              (N, seq_len) uint8   tokens
+    DIR/{train,test}/{set}__labels.npy              (N, seq_len) uint8   tokens, ignore_label_id = unsupervised
+    DIR/{train,test}/{set}__puzzle_identifiers.npy  (P,)         int32   one identifier per puzzle
+    DIR/{train,test}/{set}__puzzle_indices.npy      (P+1,)       int32   examples of puzzle p: [pi[p], pi[p+1])
+    DIR/{train,test}/{set}__group_indices.npy       (G+1,)       int32   puzzles of group g: [gi[g], gi[g+1])
+
+A group is one original puzzle with its augmentations, a puzzle holds one identifier, an example is an
+(input, label) pair. Every task writes a single set called "all", as the official builders do.
+"""
+import filecmp
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+IGNORE_LABEL_ID = -100  # what the loss ignores; labels equal to meta["ignore_label_id"] become this
+FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+# The official builders store tokens as uint8 and the index arrays as int32.
+FIELD_DTYPES = {"inputs": np.uint8, "labels": np.uint8, "puzzle_identifiers": np.int32,
+                "puzzle_indices": np.int32, "group_indices": np.int32}
+BASE_META = ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len",
+             "num_puzzle_identifiers")
+DERIVED_META = ("total_groups", "mean_puzzle_examples", "total_puzzles", "sets")
+META_FIELDS = BASE_META + DERIVED_META
+
+
+class DatasetError(ValueError):
+    """A dataset that is missing or breaks the format; the message is one line meant for the user."""
+
+
+# ----------------------------------------------------------------------------- invariants
+
+def check_split(meta, sets, where="<memory>"):
+    """Raise DatasetError naming the offending file if any invariant of one split is broken."""
+    missing = [k for k in BASE_META if k not in meta]
+    if missing:
+        raise DatasetError(f"{where}/dataset.json: missing keys {missing}")
+    for set_name, arrays in sets.items():
+        _check_set(meta, arrays, lambda field: f"{where}/{set_name}__{field}.npy")
+
+
+def _check_set(meta, a, path):
+    seq_len, vocab = meta["seq_len"], meta["vocab_size"]
+    for field in FIELDS:
+        if field not in a:
+            raise DatasetError(f"{path(field)}: missing")
+        if not np.issubdtype(a[field].dtype, np.integer):
+            raise DatasetError(f"{path(field)}: dtype {a[field].dtype} is not an integer type")
+    n_examples = len(a["inputs"])
+    for field in ("inputs", "labels"):
+        if a[field].shape != (n_examples, seq_len):
+            raise DatasetError(f"{path(field)}: shape {a[field].shape}, expected ({n_examples}, {seq_len})")
+        if n_examples and (a[field].min() < 0 or a[field].max() >= vocab):
+            raise DatasetError(f"{path(field)}: tokens outside [0, vocab_size={vocab})")
+    _check_offsets(a["puzzle_indices"], n_examples, path("puzzle_indices"), "examples")
+    n_puzzles = len(a["puzzle_indices"]) - 1
+    _check_offsets(a["group_indices"], n_puzzles, path("group_indices"), "puzzles")
+    ids = a["puzzle_identifiers"]
+    if ids.shape != (n_puzzles,):
+        raise DatasetError(f"{path('puzzle_identifiers')}: shape {ids.shape}, expected ({n_puzzles},)")
+    if n_puzzles and (ids.min() < 0 or ids.max() >= meta["num_puzzle_identifiers"]):
+        raise DatasetError(f"{path('puzzle_identifiers')}: identifiers outside "
+                           f"[0, num_puzzle_identifiers={meta['num_puzzle_identifiers']})")
+
+
+def _check_offsets(offsets, length, where, what):
+    """Offsets into a list of `length` items: start at 0, never decrease, end at `length`."""
+    if offsets.ndim != 1 or len(offsets) < 1:
+        raise DatasetError(f"{where}: must be a 1-D array of at least one offset")
+    if offsets[0] != 0 or offsets[-1] != length:
+        raise DatasetError(f"{where}: must start at 0 and end at the number of {what} ({length}), "
+                           f"got {offsets[0]} .. {offsets[-1]}")
+    if np.any(np.diff(offsets) < 0):
+        raise DatasetError(f"{where}: offsets decrease")
+
+
+def derived_meta(sets):
+    """The metadata fields that follow from the arrays (counted over all sets of a split)."""
+    groups = sum(len(a["group_indices"]) - 1 for a in sets.values())
+    puzzles = sum(len(a["puzzle_indices"]) - 1 for a in sets.values())
+    examples = sum(len(a["inputs"]) for a in sets.values())
+    return {"total_groups": groups, "total_puzzles": puzzles,
+            "mean_puzzle_examples": examples / puzzles if puzzles else 0.0, "sets": list(sets)}
+
+
+# ----------------------------------------------------------------------------- writing
+
+def write_dataset(out_dir, splits, identifiers, overwrite=False, extra_files=None):
+    """Write a dataset atomically: everything goes to a temporary sibling directory, renamed at the end.
+
+    splits: {"train": (meta, {"all": arrays}), "test": (meta, {...})}; meta needs BASE_META, the
+    DERIVED_META fields are computed here. identifiers: names for identifier ids (0 = "<blank>").
+    extra_files: {relative path: text} written alongside (e.g. the source puzzles as CSV).
+    An out_dir holding the very same dataset is left alone; a different one is refused unless overwrite.
+    Returns "written" or "unchanged".
+    """
+    out_dir = os.path.abspath(out_dir)
+    prepared = {split: _prepare_split(split, meta, sets) for split, (meta, sets) in splits.items()}
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the dataset should look like any directory
+    try:
+        for split, (meta, sets) in prepared.items():
+            os.makedirs(os.path.join(tmp, split))
+            with open(os.path.join(tmp, split, "dataset.json"), "w") as f:
+                json.dump(meta, f)
+            for set_name, arrays in sets.items():
+                for field in FIELDS:
+                    np.save(os.path.join(tmp, split, f"{set_name}__{field}.npy"), arrays[field])
+        with open(os.path.join(tmp, "identifiers.json"), "w") as f:
+            json.dump(list(identifiers), f)
+        for rel, text in (extra_files or {}).items():
+            os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+            with open(os.path.join(tmp, rel), "w") as f:
+                f.write(text)
+        return _move_into_place(tmp, out_dir, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _prepare_split(split, meta, sets):
+    sets = {name: {f: np.ascontiguousarray(arrays[f], dtype=FIELD_DTYPES[f]) if _fits(arrays[f], f)
+                   else _dtype_error(split, name, f) for f in FIELDS} for name, arrays in sets.items()}
+    meta = {k: meta[k] for k in BASE_META if k in meta} | derived_meta(sets)
+    check_split(meta, sets, where=split)
+    return meta, sets
+
+
+def _fits(array, field):
+    array = np.asarray(array)
+    if array.size == 0:
+        return True
+    info = np.iinfo(FIELD_DTYPES[field])
+    return np.issubdtype(array.dtype, np.integer) and array.min() >= info.min and array.max() <= info.max
+
+
+def _dtype_error(split, set_name, field):
+    raise DatasetError(f"{split}/{set_name}__{field}.npy: values do not fit the format's "
+                       f"{np.dtype(FIELD_DTYPES[field]).name}")
+
+
+def _move_into_place(tmp, out_dir, overwrite):
+    if os.path.exists(out_dir) and os.listdir(out_dir):
+        if _same_tree(tmp, out_dir):
+            return "unchanged"
+        if not overwrite:
+            what = "a different dataset" if _is_dataset(out_dir) else "other files"
+            raise DatasetError(f"{out_dir}: already holds {what}; pass --overwrite to replace it "
+                               f"or choose another output directory")
+        old = tmp + ".old"
+        os.replace(out_dir, old)  # a directory cannot be replaced by rename while non-empty
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old)
+        return "written"
+    if os.path.exists(out_dir):
+        os.rmdir(out_dir)
+    os.replace(tmp, out_dir)
+    return "written"
+
+
+def _is_dataset(path):
+    return any(os.path.exists(os.path.join(path, s, "dataset.json")) for s in ("train", "test"))
+
+
+def _same_tree(a, b):
+    def files(root):
+        return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+    if files(a) != files(b):
+        return False
+    return all(filecmp.cmp(os.path.join(a, rel), os.path.join(b, rel), shallow=False) for rel in files(a))
+
+
+# ----------------------------------------------------------------------------- reading
+
+def load_split(data_dir, split):
+    """(meta, {set: {field: array}}) of one split; inputs/labels memory-mapped, never copied into RAM."""
+    split_dir = os.path.join(data_dir, split)
+    meta_path = os.path.join(split_dir, "dataset.json")
+    if not os.path.isfile(meta_path):
+        raise DatasetError(f"{meta_path}: not found; make the dataset first, e.g. "
+                           f"`python prepare_sudoku.py --out {data_dir}` (or prepare_maze.py / prepare_arc.py)")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{meta_path}: not valid JSON ({e}); rebuild the dataset") from None
+    sets = {}
+    for set_name in meta.get("sets", ["all"]):
+        sets[set_name] = {}
+        for field in FIELDS:
+            path = os.path.join(split_dir, f"{set_name}__{field}.npy")
+            if not os.path.isfile(path):
+                raise DatasetError(f"{path}: not found; rebuild the dataset")
+            sets[set_name][field] = np.load(path, mmap_mode="r")
+    return meta, sets
+
+
+def _collate(meta, inputs, labels, identifiers):
+    """Cast to int32 and map ignored labels to IGNORE_LABEL_ID, as the official loader does."""
+    labels = np.array(labels, dtype=np.int32)
+    if meta.get("ignore_label_id") is not None:
+        labels[labels == meta["ignore_label_id"]] = IGNORE_LABEL_ID
+    return {"inputs": np.array(inputs, dtype=np.int32), "labels": labels,
+            "puzzle_identifiers": np.array(identifiers, dtype=np.int32)}
+
+
+def _local_slice(global_batch_size, rank, world_size):
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise DatasetError(f"rank {rank} is outside world_size {world_size}")
+    if global_batch_size % world_size:
+        raise DatasetError(f"global_batch_size {global_batch_size} is not divisible by world_size "
+                           f"{world_size}; pick a multiple of {world_size}")
+    local = global_batch_size // world_size
+    return local, slice(rank * local, (rank + 1) * local)
+
+
+class TrainLoader:
+    """Official training-epoch semantics, deterministic and resumable.
+
+    A pass covers `epochs_per_iter` epochs (the official loader's name; its pretrain.py sets it to the
+    evaluation interval): a Philox generator seeded seed + pass + 1 (the official counter starts at 1)
+    shuffles the groups once per epoch and the permutations are concatenated; one puzzle is drawn per
+    group, and its examples (in random order, a random subset when the batch has no room for all; the
+    rest are skipped this time) fill global batches in that order, across epoch boundaries. The last
+    incomplete batch of a pass is dropped. Group order and puzzle choice match the official loader for
+    the same seed; the examples inside a puzzle come from a second Philox stream (the official code
+    uses numpy's unseeded global generator, which cannot be resumed). Every rank builds the same
+    global batch and keeps its slice [rank*local:(rank+1)*local].
+    """
+
+    def __init__(self, data_dir, global_batch_size, rank=0, world_size=1, seed=0, epochs_per_iter=1):
+        self.meta, sets = load_split(data_dir, "train")
+        if len(sets) != 1:
+            raise DatasetError(f"{data_dir}/train: {len(sets)} sets; this loader reads exactly one")
+        (self.arrays,) = sets.values()
+        self.global_batch_size, self.seed, self.epochs_per_iter = global_batch_size, seed, epochs_per_iter
+        self.local_batch_size, self.slice = _local_slice(global_batch_size, rank, world_size)
+        self.puzzle_indices = np.asarray(self.arrays["puzzle_indices"], dtype=np.int64)
+        self.group_indices = np.asarray(self.arrays["group_indices"], dtype=np.int64)
+        self.puzzle_ids = np.asarray(self.arrays["puzzle_identifiers"], dtype=np.int32)
+        self.puzzle_sizes = np.diff(self.puzzle_indices)
+        if len(self.group_indices) < 2 or np.any(np.diff(self.group_indices) == 0):
+            raise DatasetError(f"{data_dir}/train: every group needs at least one puzzle")
+        smallest = epochs_per_iter * np.minimum.reduceat(self.puzzle_sizes, self.group_indices[:-1]).sum()
+        if smallest < global_batch_size:
+            raise DatasetError(f"{data_dir}/train: a pass of {epochs_per_iter} epoch(s) may hold only {smallest} "
+                               f"examples, fewer than global_batch_size {global_batch_size}; lower the batch "
+                               f"size or raise epochs_per_iter")
+        # From the official figure total_groups * mean_puzzle_examples / global_batch_size (see
+        # total_train_steps), rounded down: exact when every puzzle has one example (Sudoku, Maze), an
+        # upper estimate otherwise (ARC), where truncation shortens a pass. With epochs_per_iter > 1
+        # an epoch holds that figure on average, unrounded, since batches run across epochs.
+        per_epoch = self.meta["total_groups"] * self.meta["mean_puzzle_examples"] / global_batch_size
+        self.batches_per_epoch = int(per_epoch)
+        self.batches_per_pass = int(per_epoch * epochs_per_iter)
+        self.iteration, self.index = 0, 0  # pass number, batch number within the pass
+        self._plan = None  # (pass, example indices per batch, puzzle indices per batch)
+
+    @property
+    def epoch(self):
+        """Epochs started so far, counted at pass granularity (exact when epochs_per_iter is 1)."""
+        return self.iteration * self.epochs_per_iter
+
+    def _pass_plan(self, iteration):
+        bits = np.random.Philox(seed=self.seed + iteration + 1)
+        rng, example_rng = np.random.Generator(bits), np.random.Generator(bits.jumped())
+        n_groups = len(self.group_indices) - 1
+        groups = np.concatenate([rng.permutation(n_groups) for _ in range(self.epochs_per_iter)])
+        # One draw per group, in group order: the same stream as the official per-group scalar calls.
+        puzzles = rng.integers(self.group_indices[groups], self.group_indices[groups + 1])
+        return _pack(puzzles, self.puzzle_indices, self.puzzle_sizes, self.global_batch_size, example_rng)
+
+    def next_batch(self):
+        """The next local batch: dict of int32 numpy arrays inputs (B, L), labels (B, L), puzzle_identifiers (B,)."""
+        while True:
+            if self._plan is None or self._plan[0] != self.iteration:
+                self._plan = (self.iteration, *self._pass_plan(self.iteration))
+            _, examples, puzzles = self._plan
+            if self.index < len(examples):
+                break
+            self.iteration, self.index = self.iteration + 1, 0
+        rows, puzzle = examples[self.index][self.slice], puzzles[self.index][self.slice]
+        self.index += 1
+        order = np.argsort(rows, kind="stable")  # sorted reads are kinder to a memory map
+        inputs = np.empty((len(rows), self.meta["seq_len"]), self.arrays["inputs"].dtype)
+        labels = np.empty_like(inputs)
+        inputs[order], labels[order] = self.arrays["inputs"][rows[order]], self.arrays["labels"][rows[order]]
+        return _collate(self.meta, inputs, labels, self.puzzle_ids[puzzle])
+
+    def state_dict(self):
+        return {"iteration": int(self.iteration), "index": int(self.index), "seed": int(self.seed),
+                "global_batch_size": int(self.global_batch_size), "epochs_per_iter": int(self.epochs_per_iter)}
+
+    def load_state_dict(self, state):
+        for key in ("global_batch_size", "epochs_per_iter"):
+            if state.get(key, getattr(self, key)) != getattr(self, key):
+                raise DatasetError(f"loader state was saved with {key} {state[key]}, now {getattr(self, key)}; "
+                                   f"resume with the same {key}")
+        self.iteration, self.index = int(state["iteration"]), int(state["index"])
+        self.seed = int(state.get("seed", self.seed))
+
+
+def _pack(puzzles, puzzle_indices, puzzle_sizes, batch_size, rng):
+    """Fill global batches with the examples of the chosen puzzles in order; drop the last partial batch.
+
+    Returns (example indices per batch, puzzle index per example per batch)."""
+    sizes = puzzle_sizes[puzzles]
+    if np.all(sizes == 1):  # fast path: Sudoku and Maze, one example per puzzle
+        n = len(puzzles) // batch_size * batch_size
+        examples = puzzle_indices[puzzles[:n]].reshape(-1, batch_size)
+        return list(examples), list(puzzles[:n].reshape(-1, batch_size))
+    batches, owners, rows, who, filled = [], [], [], [], 0
+    for puzzle, size in zip(puzzles.tolist(), sizes.tolist()):
+        take = min(size, batch_size - filled)
+        rows.append(puzzle_indices[puzzle] + rng.choice(size, take, replace=False))
+        who.append(np.full(take, puzzle, dtype=np.int64))
+        filled += take
+        if filled == batch_size:
+            batches.append(np.concatenate(rows))
+            owners.append(np.concatenate(who))
+            rows, who, filled = [], [], 0
+    return batches, owners
+
+
+def eval_batches(data_dir, split, global_batch_size, rank=0, world_size=1):
+    """Every example of a split in order, in global batches padded with blank rows.
+
+    Yields (local batch dict, number of real rows in this rank's slice); padding rows have
+    inputs = pad_id, labels = IGNORE_LABEL_ID, puzzle_identifiers = blank_identifier_id."""
+    meta, sets = load_split(data_dir, split)
+    local, _ = _local_slice(global_batch_size, rank, world_size)
+    for arrays in sets.values():
+        total = len(arrays["inputs"])
+        owner_of = np.asarray(arrays["puzzle_indices"])
+        ids = np.asarray(arrays["puzzle_identifiers"])
+        for start in range(0, total, global_batch_size):
+            lo = min(start + rank * local, total)
+            hi = min(start + (rank + 1) * local, total)
+            puzzles = np.searchsorted(owner_of, np.arange(lo, hi), side="right") - 1
+            batch = _collate(meta, arrays["inputs"][lo:hi], arrays["labels"][lo:hi], ids[puzzles])
+            yield _pad_rows(batch, local, meta), hi - lo
+
+
+def _pad_rows(batch, rows, meta):
+    missing = rows - len(batch["inputs"])
+    if missing == 0:
+        return batch
+    fill = {"inputs": meta["pad_id"], "labels": IGNORE_LABEL_ID, "puzzle_identifiers": meta["blank_identifier_id"]}
+    return {k: np.concatenate([v, np.full((missing,) + v.shape[1:], fill[k], np.int32)]) for k, v in batch.items()}
+
+
+def total_train_steps(meta, epochs, global_batch_size):
+    """The official training length: epochs * total_groups * mean_puzzle_examples / global_batch_size."""
+    return int(epochs * meta["total_groups"] * meta["mean_puzzle_examples"] / global_batch_size)

@@ -1,0 +1,811 @@
+"""Sudoku puzzles -> the shared dataset format (dataset.py), from a CSV, a download or the generator.
+
+    python prepare_sudoku.py                                    # 3000 easy train + 1000 test puzzles, offline
+    python prepare_sudoku.py --generate 1000 --difficulty extreme --num_aug 1000
+    python prepare_sudoku.py --download --subsample 1000 --num_aug 1000   # the paper's Sudoku-Extreme-1K
+
+Tokens (spec section 7): PAD 0, blank 1, digit d -> d + 1; vocab = size + 2, seq_len = size * size.
+Everything a Sudoku rule needs lives here and is imported by train.py / sample.py: encode_grid,
+decode_grid, is_valid_solution, render, augment / invert, the solver and its difficulty rater.
+"""
+import argparse
+import csv
+import functools
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+from tqdm import tqdm
+
+from dataset import DatasetError, write_dataset
+
+BOX_SHAPES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # box rows x box columns
+PAD, BLANK = 0, 1  # tokens; digit d is token d + 1
+CSV_HEADER = ["source", "question", "answer", "rating"]
+HF_URL = "https://huggingface.co/datasets/sapientinc/sudoku-extreme/resolve/main/{}"
+# Givens per difficulty for the clue-count levels, scaled from 9x9 (36-40 and 26-30 of 81 cells).
+GIVENS = {9: {"easy": (36, 40), "medium": (26, 30)}, 6: {"easy": (16, 18), "medium": (12, 13)},
+          4: {"easy": (7, 8), "medium": (5, 6)}}
+EXTREME_MIN_GUESSES = 10  # every extreme puzzle needs at least this many guesses, so the median does too
+CLIMB_STEPS = 300  # local-search moves tried on one start before restarting from a new minimal puzzle
+CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 2}  # puzzles per work unit of the generator
+
+
+class InputError(ValueError):
+    """Bad user input; the message is one line naming the file, the row and the fix."""
+
+
+# ============================================================================ grids and rules
+
+def encode_grid(text, size=None):
+    """'4.1..' -> tokens (uint8): '.' or '0' is a blank, digit d is d + 1."""
+    if size is not None and len(text) != size * size:
+        raise ValueError(f"grid has {len(text)} characters, expected {size * size}")
+    chars = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    bad = ~((chars == ord(".")) | ((chars >= ord("0")) & (chars <= ord("9"))))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"character {text[i]!r} at position {i + 1} is not '.' or a digit")
+    digits = np.where(chars == ord("."), 0, chars.astype(np.int64) - ord("0"))
+    if size is not None and digits.max(initial=0) > size:
+        raise ValueError(f"digit {digits.max()} does not fit a {size}x{size} grid")
+    return (digits + 1).astype(np.uint8)
+
+
+def decode_grid(tokens, size):
+    """Tokens -> row-major string, '.' for blanks and '?' for anything that is not a cell token."""
+    tokens = np.asarray(tokens).reshape(-1)[: size * size]
+    return "".join("." if t == BLANK else str(t - 1) if 2 <= t <= size + 1 else "?" for t in tokens.tolist())
+
+
+@functools.lru_cache(maxsize=None)
+def units(size):
+    """(3*size, size) cell indices of every row, column and box."""
+    br, bc = BOX_SHAPES[size]
+    cells = np.arange(size * size).reshape(size, size)
+    boxes = [cells[r:r + br, c:c + bc].reshape(-1) for r in range(0, size, br) for c in range(0, size, bc)]
+    return np.concatenate([cells, cells.T, np.stack(boxes)])
+
+
+def valid_answers(questions, answers, size):
+    """Per row: the answer is a full grid, every row/column/box holds each digit once, givens kept."""
+    questions, answers = np.atleast_2d(questions), np.atleast_2d(answers)
+    digits = answers.astype(np.int64) - 1
+    filled = ((digits >= 1) & (digits <= size)).all(axis=1)
+    seen = np.bitwise_or.reduce(np.left_shift(1, np.clip(digits, 0, size))[:, units(size)], axis=2)
+    complete = (seen == (1 << (size + 1)) - 2).all(axis=1)
+    kept = ((questions == BLANK) | (questions == answers)).all(axis=1)
+    return filled & complete & kept
+
+
+def is_valid_solution(question_tokens, answer_tokens, size):
+    """True when answer_tokens is a complete Sudoku that keeps every given of question_tokens."""
+    return bool(valid_answers(np.asarray(question_tokens).reshape(1, -1),
+                              np.asarray(answer_tokens).reshape(1, -1), size)[0])
+
+
+def explain_answer(question, answer, size):
+    """Why an answer is not a valid solution of its question, in words (for error messages)."""
+    digits = np.asarray(answer).astype(np.int64) - 1
+    if not ((digits >= 1) & (digits <= size)).all():
+        return f"answer cell {int(np.argmax((digits < 1) | (digits > size))) + 1} is not a digit 1-{size}"
+    changed = (np.asarray(question) != BLANK) & (np.asarray(question) != np.asarray(answer))
+    if changed.any():
+        return f"answer changes the given at cell {int(np.argmax(changed)) + 1}"
+    for i, unit in enumerate(units(size)):
+        if len(set(digits[unit].tolist())) != size:
+            kind = ("row", "column", "box")[i // size]
+            return f"answer repeats a digit in {kind} {i % size + 1}"
+    return "answer is valid"
+
+
+def render(tokens, size, question=None, answer=None, color=False):
+    """A grid as text with box rules; with color, givens are bold and filled cells green (right) or red."""
+    tokens = np.asarray(tokens).reshape(-1)
+    br, bc = BOX_SHAPES[size]
+    text = decode_grid(tokens, size)
+    rule = "-+-".join("-" * (2 * bc - 1) for _ in range(size // bc))
+    lines = []
+    for r in range(size):
+        if r and r % br == 0:
+            lines.append(rule)
+        stacks = [" ".join(_paint(text[r * size + c], r * size + c, tokens, question, answer, color)
+                           for c in range(s, s + bc)) for s in range(0, size, bc)]
+        lines.append(" | ".join(stacks))
+    return "\n".join(lines)
+
+
+def _paint(char, i, tokens, question, answer, color):
+    if not color or char == ".":
+        return char
+    if question is not None and np.asarray(question).reshape(-1)[i] != BLANK:
+        return f"\033[1m{char}\033[0m"
+    if answer is not None:
+        ok = np.asarray(answer).reshape(-1)[i] == tokens[i]
+        return f"\033[{32 if ok else 31}m{char}\033[0m"
+    return f"\033[36m{char}\033[0m"
+
+
+# ============================================================================ augmentation (spec section 7)
+
+def random_transforms(rng, count, size):
+    """`count` random symmetries: digit relabelling, band/stack and row-in-band/column-in-stack
+    permutations, and a transpose with p=0.5 where boxes are square (a 2x3 box forbids it).
+
+    Returns (positions (count, L), token_maps (count, size + 2)): new[i] = token_map[old[positions[i]]]."""
+    br, bc = BOX_SHAPES[size]
+    rows = _line_orders(rng, count, size // br, br)
+    cols = _line_orders(rng, count, size // bc, bc)
+    positions = rows[:, :, None] * size + cols[:, None, :]  # new (i, j) <- old (rows[i], cols[j])
+    if br == bc:
+        transposed = rng.random(count) < 0.5
+        positions[transposed] = (cols[:, None, :] * size + rows[:, :, None])[transposed]
+    digit_perm = np.argsort(rng.random((count, size)), axis=1) + 2  # new token of digit token 2..size+1
+    token_maps = np.concatenate([np.tile([PAD, BLANK], (count, 1)), digit_perm], axis=1).astype(np.uint8)
+    return positions.reshape(count, size * size).astype(np.int32), token_maps
+
+
+def _line_orders(rng, count, n_blocks, block):
+    """Per transform, the old line shown at each new line: blocks shuffled, lines shuffled inside a block."""
+    block_order = np.argsort(rng.random((count, n_blocks)), axis=1)
+    inner = np.argsort(rng.random((count, n_blocks, block)), axis=2)
+    return (block_order[:, :, None] * block + inner).reshape(count, n_blocks * block)
+
+
+def apply_transforms(tokens, positions, token_maps):
+    """Row k of `tokens` (K, L) through transform k, vectorised (no Python loop over cells)."""
+    moved = np.take_along_axis(tokens, positions.astype(np.intp), axis=1)
+    return np.take_along_axis(token_maps, moved.astype(np.intp), axis=1)
+
+
+def augment(question, answer, rng, size):
+    """One random symmetry applied to a (question, answer) pair: (question, answer, transform)."""
+    positions, token_maps = random_transforms(rng, 1, size)
+    pair = np.stack([np.asarray(question).reshape(-1), np.asarray(answer).reshape(-1)])
+    out = apply_transforms(pair, np.repeat(positions, 2, 0), np.repeat(token_maps, 2, 0))
+    return out[0], out[1], (positions[0], token_maps[0])
+
+
+def invert(tokens, transform):
+    """Undo `augment`'s transform on a token grid (e.g. to read a prediction in the original frame)."""
+    positions, token_map = transform
+    original = np.empty_like(np.asarray(tokens).reshape(-1))
+    original[positions] = np.argsort(token_map)[np.asarray(tokens).reshape(-1)]
+    return original
+
+
+def augment_groups(questions, answers, num_aug, rng, size, chunk=64):
+    """(N*(1+num_aug), L) inputs and labels, group by group: the original, then its augmentations."""
+    n, length = questions.shape
+    per = 1 + num_aug
+    inputs = np.empty((n * per, length), np.uint8)
+    labels = np.empty_like(inputs)
+    for lo in tqdm(range(0, n, chunk), desc="augment", disable=None, leave=False):
+        hi = min(n, lo + chunk)
+        out = slice(lo * per, hi * per)
+        inputs[out] = np.repeat(questions[lo:hi], per, axis=0)
+        labels[out] = np.repeat(answers[lo:hi], per, axis=0)
+        if num_aug:
+            positions, token_maps = random_transforms(rng, (hi - lo) * num_aug, size)
+            augmented = np.arange(lo * per, hi * per).reshape(hi - lo, per)[:, 1:].reshape(-1)
+            inputs[augmented] = apply_transforms(inputs[augmented], positions, token_maps)
+            labels[augmented] = apply_transforms(labels[augmented], positions, token_maps)
+    return inputs, labels
+
+
+def symmetry_keys(questions, size):
+    """A key per puzzle that every augmentation of it shares: the sorted multiset, over its givens,
+    of (row and column given counts as an unordered pair, box given count, count of the same digit).
+    Distinct puzzles rarely collide; when they do the generator drops one, which only costs a retry."""
+    questions = np.atleast_2d(questions)
+    n = len(questions)
+    given = questions != BLANK
+    grid = given.reshape(n, size, size)
+    row = np.repeat(grid.sum(2), size, axis=1)
+    col = np.tile(grid.sum(1), (1, size))
+    box = given[:, units(size)[2 * size:]].sum(2)[:, _box_of(size)]
+    digit_counts = np.stack([(questions == t).sum(1) for t in range(size + 2)], axis=1)
+    same = np.take_along_axis(digit_counts, questions.astype(np.intp), axis=1)
+    code = ((np.minimum(row, col) * 16 + np.maximum(row, col)) * 16 + box) * 16 + same
+    code = np.sort(np.where(given, code, -1), axis=1)
+    return [c.tobytes() for c in code.astype(np.int32)]
+
+
+@functools.lru_cache(maxsize=None)
+def _box_of(size):
+    box_of = np.empty(size * size, np.intp)
+    for b, cells in enumerate(units(size)[2 * size:]):
+        box_of[cells] = b
+    return box_of
+
+
+# ============================================================================ solver and difficulty rater
+# Candidates are bitmasks (bit d-1 = digit d). Propagation is naked singles (a cell with one candidate
+# removes it from its peers) and hidden singles (a digit with one place left in a unit goes there).
+
+@functools.lru_cache(maxsize=None)
+def _tables(size):
+    cells = units(size).tolist()
+    peers = tuple(tuple(sorted({p for u in cells if c in u for p in u} - {c})) for c in range(size * size))
+    return tuple(map(tuple, cells)), peers, (1 << size) - 1
+
+
+def _place(cand, cell, bit, peers):
+    """Put digit `bit` in `cell` and chase the naked singles it creates; False on a contradiction."""
+    cand[cell] = bit
+    todo = [cell]
+    while todo:
+        c = todo.pop()
+        b = cand[c]
+        for p in peers[c]:
+            m = cand[p]
+            if m & b:
+                m ^= b
+                if not m:
+                    return False
+                cand[p] = m
+                if not m & (m - 1):
+                    todo.append(p)
+    return True
+
+
+def _propagate(cand, unit_cells, peers, full):
+    """Hidden singles until nothing changes (each placement chases naked singles); False on contradiction."""
+    while True:
+        placed = False
+        for unit in unit_cells:
+            once = twice = 0
+            for c in unit:
+                m = cand[c]
+                twice |= once & m
+                once |= m
+            if once != full:
+                return False  # some digit has no place left in this unit
+            only = once & ~twice
+            if not only:
+                continue
+            for c in unit:
+                m = cand[c] & only
+                if m and cand[c] != m:
+                    if m & (m - 1) or not _place(cand, c, m, peers):
+                        return False
+                    placed = True
+        if not placed:
+            return True
+
+
+def _start(digits, size):
+    """Candidate masks for a digit grid (0 = blank), or None if the givens already clash."""
+    unit_cells, peers, full = _tables(size)
+    cand = [full] * (size * size)
+    for cell, d in enumerate(digits):
+        if d and (not cand[cell] >> (d - 1) & 1 or not _place(cand, cell, 1 << (d - 1), peers)):
+            return None
+    return cand
+
+
+def _search(cand, size, limit, solutions, counter, rng):
+    """Depth-first search, branching on the first cell with the fewest candidates; counter[0] += guesses."""
+    unit_cells, peers, full = _tables(size)
+    if not _propagate(cand, unit_cells, peers, full):
+        return
+    best, fewest = -1, size + 1
+    for c, m in enumerate(cand):
+        if m & (m - 1):
+            k = m.bit_count()
+            if k < fewest:
+                best, fewest = c, k
+                if k == 2:
+                    break
+    if best < 0:
+        solutions.append([m.bit_length() for m in cand])
+        return
+    bits = [1 << i for i in range(size) if cand[best] >> i & 1]
+    if rng is not None:
+        rng.shuffle(bits)
+    for bit in bits:
+        counter[0] += 1
+        child = cand[:]
+        if _place(child, best, bit, peers):
+            _search(child, size, limit, solutions, counter, rng)
+            if len(solutions) >= limit:
+                return
+
+
+def solve(digits, size, limit=2, rng=None):
+    """(up to `limit` solutions as digit lists, guesses made). digits: row-major, 0 = blank."""
+    cand = _start(list(digits), size)
+    solutions, counter = [], [0]
+    if cand is not None:
+        _search(cand, size, limit, solutions, counter, rng)
+    return solutions, counter[0]
+
+
+def rate(digits, size):
+    """Difficulty = guesses a backtracking solver with naked- and hidden-singles propagation makes to
+    find every solution (the search that proves uniqueness). 0 = solvable by singles alone. Independent
+    of digit relabelling; cell permutations can change it a little (ties in the branching cell)."""
+    return solve(digits, size, limit=2)[1]
+
+
+def _digits(tokens):
+    return [max(int(t) - 1, 0) for t in np.asarray(tokens).reshape(-1)]
+
+
+# ============================================================================ generator
+
+def _full_grid(size, rng):
+    """A random solution grid: the boxes on the diagonal share no row or column, so they are filled
+    with free permutations first, which leaves the search little to do."""
+    br, bc = BOX_SHAPES[size]
+    while True:
+        grid = [0] * (size * size)
+        for b in range(min(size // br, size // bc)):
+            digits = rng.sample(range(1, size + 1), size)
+            for k, d in enumerate(digits):
+                grid[(b * br + k // bc) * size + b * bc + k % bc] = d
+        solutions, _ = solve(grid, size, limit=1, rng=rng)
+        if solutions:  # always for 9x9; small grids can paint themselves into a corner
+            return solutions[0]
+
+
+def _forced(puzzle, cell, digit, size):
+    """Cheap sufficient test for `_keeps_unique`: the other givens in the cell's row, column and box
+    already rule out every other digit (naked single)."""
+    seen = 0
+    for p in _tables(size)[1][cell]:
+        seen |= 1 << puzzle[p]
+    return seen | 1 | (1 << digit) == (1 << (size + 1)) - 1
+
+
+def _keeps_unique(puzzle, cell, digit, size):
+    """Would `puzzle` without `cell` still have one solution? (no solution may put another digit there)"""
+    if _forced(puzzle, cell, digit, size):
+        return True
+    puzzle[cell] = 0
+    cand = _start(puzzle, size)
+    puzzle[cell] = digit
+    cand[cell] &= ~(1 << (digit - 1))
+    found = []
+    _search(cand, size, 1, found, [0], None)
+    return not found
+
+
+def _dig(solution, size, rng, stop_at=0):
+    """Remove givens in random order while the solution stays unique, until `stop_at` givens are left
+    (0: until no given can go, i.e. a minimal puzzle). Removal only ever adds solutions, so one pass
+    over the cells is enough for minimality."""
+    puzzle = list(solution)
+    order = list(range(size * size))
+    rng.shuffle(order)
+    left = size * size
+    for cell in order:
+        if left == stop_at:
+            break
+        if _keeps_unique(puzzle, cell, puzzle[cell], size):
+            puzzle[cell] = 0
+            left -= 1
+    return puzzle
+
+
+def _climb(puzzle, solution, size, rng, target):
+    """Local search for a harder puzzle with the same solution: swap a given for another cell of the
+    solution, keep the swap if the puzzle stays unique and its rating does not drop."""
+    rating = rate(puzzle, size)
+    for _ in range(CLIMB_STEPS):
+        if rating >= target:
+            break
+        givens = [c for c, d in enumerate(puzzle) if d]
+        blanks = [c for c, d in enumerate(puzzle) if not d]
+        trial = list(puzzle)
+        trial[rng.choice(givens)] = 0
+        cell = rng.choice(blanks)
+        trial[cell] = solution[cell]
+        solutions, guesses = solve(trial, size)
+        if len(solutions) == 1 and guesses >= rating:
+            puzzle, rating = trial, guesses
+    return puzzle, rating
+
+
+def make_puzzle(difficulty, size, rng):
+    """One (puzzle, solution) of the given difficulty, as digit lists (0 = blank)."""
+    while True:
+        solution = _full_grid(size, rng)
+        if difficulty in ("easy", "medium"):
+            target = rng.randint(*GIVENS[size][difficulty])
+            puzzle = _dig(solution, size, rng, stop_at=target)
+            if sum(1 for d in puzzle if d) == target:
+                return puzzle, solution
+            continue  # went minimal above the target; rare, try another grid
+        puzzle = _dig(solution, size, rng)
+        if difficulty == "hard":
+            if rate(puzzle, size) >= 1:
+                return puzzle, solution
+            continue
+        puzzle, rating = _climb(puzzle, solution, size, rng, EXTREME_MIN_GUESSES)
+        if rating >= EXTREME_MIN_GUESSES:
+            return puzzle, solution
+
+
+def _generate_chunk(job):
+    """A work unit: `count` puzzles from their own seed, so results do not depend on the worker count."""
+    difficulty, size, seed, index, count = job
+    rng = random.Random(seed * 1_000_003 + index)
+    rows = []
+    for _ in range(count):
+        puzzle, solution = make_puzzle(difficulty, size, rng)
+        solutions, guesses = solve(puzzle, size)  # the rating search doubles as the uniqueness proof
+        if len(solutions) != 1 or solutions[0] != solution:
+            raise InputError(f"generated {difficulty} puzzle {''.join(map(str, puzzle))} has "
+                             f"{len(solutions)} solutions; this is a generator bug, please report it")
+        rows.append((puzzle, solution, guesses))
+    return rows
+
+
+def generate(total, difficulty, size, seed=0, workers=1):
+    """`total` distinct puzzles (no two equal up to augmentation): (questions, answers, ratings)."""
+    if difficulty in ("hard", "extreme") and size != 9:
+        raise InputError(f"--difficulty {difficulty} needs --size 9: smaller grids hardly ever need a guess; "
+                         f"fix: use easy or medium for --size {size}")
+    chunk = CHUNK[difficulty]
+    rows, keys, next_index = [], set(), 0
+    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    try:
+        with tqdm(total=total, desc=f"generate {difficulty}", disable=None) as bar:
+            while len(rows) < total:
+                n_jobs = max(workers, -(-(total - len(rows)) // chunk))
+                jobs = [(difficulty, size, seed, next_index + i, chunk) for i in range(n_jobs)]
+                next_index += n_jobs
+                before = len(rows)
+                for result in (pool.imap(_generate_chunk, jobs) if pool else map(_generate_chunk, jobs)):
+                    for puzzle, solution, guesses in result:
+                        key = symmetry_keys(np.array(puzzle) + 1, size)[0]
+                        if key not in keys and len(rows) < total:
+                            keys.add(key)
+                            rows.append((puzzle, solution, guesses))
+                            bar.update(1)
+                if len(rows) == before:
+                    raise InputError(f"only {len(rows)} distinct {size}x{size} {difficulty} puzzles found; "
+                                     f"fix: ask for fewer with --generate / --num_test")
+    finally:
+        if pool:
+            pool.terminate()
+    questions = np.array([r[0] for r in rows], dtype=np.uint8) + 1
+    answers = np.array([r[1] for r in rows], dtype=np.uint8) + 1
+    return questions, answers, np.array([r[2] for r in rows], dtype=np.int64)
+
+
+# ============================================================================ CSV source
+
+def read_csv(path, size=9, min_difficulty=None):
+    """Questions and answers as tokens, ratings and file line numbers of a sudoku-extreme style CSV.
+    Every row is checked; the first bad one raises InputError naming the file, the line and the fix."""
+    parts = {"q": [], "a": [], "rating": [], "line": []}
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise InputError(f"{path}: the file is empty; fix: point --source at a CSV with the header "
+                             f"{','.join(CSV_HEADER)} and one puzzle per row")
+        if [h.strip().lower() for h in header] != CSV_HEADER:
+            raise InputError(f"{path}:1: header is {','.join(header)!r}, expected {','.join(CSV_HEADER)!r}; "
+                             f"fix: add or correct the header line")
+        rows = []
+        for row in reader:
+            rows.append((reader.line_num, row))
+            if len(rows) == 100_000:
+                _convert_rows(path, rows, size, parts)
+                rows = []
+        _convert_rows(path, rows, size, parts)
+    if not parts["line"]:
+        raise InputError(f"{path}: no puzzles after the header; fix: use a CSV with one puzzle per row")
+    data = {k: np.concatenate(v) for k, v in parts.items()}
+    if min_difficulty is not None:  # applied to both splits, as the official builder does
+        keep = data["rating"] >= min_difficulty
+        if not keep.any():
+            raise InputError(f"{path}: no puzzle has a rating >= {min_difficulty} (the highest is "
+                             f"{data['rating'].max()}); fix: lower --min_difficulty")
+        data = {k: v[keep] for k, v in data.items()}
+    return data
+
+
+def _convert_rows(path, rows, size, parts):
+    """Check and convert a block of CSV rows (vectorised, so millions of rows stay quick)."""
+    cells = size * size
+    for line, row in rows:
+        if len(row) != len(CSV_HEADER):
+            raise InputError(f"{path}:{line}: {len(row)} fields, expected 4 ({','.join(CSV_HEADER)}); "
+                             f"fix: repair or delete that row")
+        for name, text in (("question", row[1]), ("answer", row[2])):
+            if len(text) != cells:
+                raise InputError(f"{path}:{line}: {name} has {len(text)} characters, expected {cells}; "
+                                 f"fix: write all {cells} cells row by row, '.' for a blank")
+    if not rows:
+        return
+    lines = np.array([line for line, _ in rows])
+    questions = _tokens_of(path, lines, [r[1] for _, r in rows], size, "question", blanks=True)
+    answers = _tokens_of(path, lines, [r[2] for _, r in rows], size, "answer", blanks=False)
+    bad = ~valid_answers(questions, answers, size)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(f"{path}:{lines[i]}: {explain_answer(questions[i], answers[i], size)}, so it does not "
+                         f"solve the question; fix: correct the answer or drop the row")
+    ratings = []
+    for line, row in rows:
+        try:
+            ratings.append(int(row[3]) if row[3].strip() else 0)
+        except ValueError:
+            raise InputError(f"{path}:{line}: rating {row[3]!r} is not an integer; fix: write a whole number") from None
+    parts["q"].append(questions)
+    parts["a"].append(answers)
+    parts["rating"].append(np.array(ratings, dtype=np.int64))
+    parts["line"].append(lines)
+
+
+def _tokens_of(path, lines, texts, size, name, blanks):
+    chars = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).reshape(len(texts), -1)
+    digit = (chars >= ord("1")) & (chars <= ord("0") + size)
+    blank = (chars == ord(".")) | (chars == ord("0"))
+    ok = digit | blank if blanks else digit
+    if not ok.all():
+        i, j = np.argwhere(~ok)[0]
+        allowed = f"'.' or '0' for a blank and digits 1-{size}" if blanks else f"only digits 1-{size}"
+        raise InputError(f"{path}:{lines[i]}: {name} has {chr(chars[i, j])!r} at position {j + 1}; "
+                         f"fix: use {allowed}")
+    return np.where(blank, BLANK, chars.astype(np.int64) - ord("0") + 1).astype(np.uint8)
+
+
+def subsample(data, count, seed, path):
+    """`count` rows chosen with a fixed seed, kept in file order."""
+    if count is None:
+        return data
+    available = len(data["line"])
+    if count > available:
+        raise InputError(f"{path}: --subsample {count} is more than the {available} puzzles available "
+                         f"(after --min_difficulty); fix: ask for at most {available}")
+    keep = np.sort(np.random.default_rng(seed).choice(available, count, replace=False))
+    return {k: v[keep] for k, v in data.items()}
+
+
+def download(url, dest, urlopen=urllib.request.urlopen):
+    """Fetch `url` to `dest` with the standard library; a `.part` file resumes an interrupted download."""
+    if os.path.exists(dest):
+        return dest
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    part = dest + ".part"
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urlopen(request, timeout=60) as response:
+            if have and getattr(response, "status", None) != 206:
+                have = 0  # the server ignored the range: start over
+            length = response.headers.get("Content-Length") if response.headers else None
+            total = have + int(length) if length else None
+            with open(part, "ab" if have else "wb") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                                               desc=os.path.basename(dest), disable=None) as bar:
+                while block := response.read(1 << 20):
+                    f.write(block)
+                    bar.update(len(block))
+    except urllib.error.HTTPError as e:
+        if e.code != 416:  # 416: nothing left to fetch, the partial file is complete
+            raise InputError(f"{url}: download failed (HTTP {e.code}); fix: rerun to resume, or fetch "
+                             f"train.csv and test.csv yourself and pass --source DIR") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise InputError(f"{url}: download failed ({getattr(e, 'reason', e)}); fix: check the network and rerun "
+                         f"(it resumes), or fetch train.csv and test.csv yourself and pass --source DIR") from None
+    os.replace(part, dest)
+    return dest
+
+
+# ============================================================================ building the dataset
+
+def sudoku_split(questions, answers, num_aug, rng, size):
+    """One split in the official layout: each augmentation is its own puzzle (one example, identifier 0)
+    inside the original puzzle's group, as the official builder does."""
+    inputs, labels = augment_groups(questions, answers, num_aug, rng, size)
+    n_puzzles = len(inputs)
+    meta = {"pad_id": PAD, "ignore_label_id": PAD, "blank_identifier_id": 0, "vocab_size": size + 2,
+            "seq_len": size * size, "num_puzzle_identifiers": 1}
+    arrays = {"inputs": inputs, "labels": labels,
+              "puzzle_identifiers": np.zeros(n_puzzles, np.int32),
+              "puzzle_indices": np.arange(n_puzzles + 1, dtype=np.int32),
+              "group_indices": np.arange(0, n_puzzles + 1, 1 + num_aug, dtype=np.int32)}
+    return meta, {"all": arrays}
+
+
+def to_csv(questions, answers, ratings, source, size):
+    """The sudoku-extreme CSV text of token grids (the generator's record, readable by --source)."""
+    table = np.frombuffer(b"?." + b"123456789"[:size] + b"?" * (254 - size), dtype=np.uint8)
+    q_text, a_text = table[questions].tobytes().decode(), table[answers].tobytes().decode()
+    cells = size * size
+    lines = [",".join(CSV_HEADER)]
+    for i, rating in enumerate(np.asarray(ratings).tolist()):
+        lines.append(f"{source},{q_text[i * cells:(i + 1) * cells]},{a_text[i * cells:(i + 1) * cells]},{int(rating)}")
+    return "\n".join(lines) + "\n"
+
+
+def describe(name, questions, ratings):
+    """The difficulty claims, measured by this file's rater."""
+    givens = (questions != BLANK).sum(1)
+    return (f"{name}: {len(questions)} puzzles, givens {givens.min()}-{givens.max()} (median {np.median(givens):g}), "
+            f"guesses median {np.median(ratings):g} mean {ratings.mean():.1f} max {ratings.max()}, "
+            f"{100 * np.mean(ratings > 0):.0f}% need a guess")
+
+
+def _rate_sample(questions, size, limit=300):
+    return np.array([rate(_digits(q), size) for q in questions[:limit]], dtype=np.int64)
+
+
+def from_csv_source(args):
+    """(train, test) dicts of tokens/ratings from --source FILE.csv or a directory of train.csv/test.csv."""
+    if os.path.isdir(args.source):
+        paths = [os.path.join(args.source, f"{s}.csv") for s in ("train", "test")]
+        for p in paths:
+            if not os.path.isfile(p):
+                raise InputError(f"{p}: not found; fix: a --source directory needs train.csv and test.csv")
+        train = read_csv(paths[0], args.size, args.min_difficulty)
+        test = read_csv(paths[1], args.size, args.min_difficulty)
+        return subsample(train, args.subsample, args.seed, paths[0]), test
+    if not os.path.isfile(args.source):
+        raise InputError(f"{args.source}: not found; fix: give a CSV file or a directory with train.csv and test.csv")
+    data = read_csv(args.source, args.size, args.min_difficulty)
+    # One file: hold out --num_test rows (fixed seed) as the test split, sample training rows from the rest.
+    if args.num_test >= len(data["line"]):
+        raise InputError(f"{args.source}: --num_test {args.num_test} leaves no training rows out of "
+                         f"{len(data['line'])}; fix: lower --num_test")
+    held = np.random.default_rng(args.seed + 1).permutation(len(data["line"]))
+    test = {k: v[np.sort(held[:args.num_test])] for k, v in data.items()}
+    train = {k: v[np.sort(held[args.num_test:])] for k, v in data.items()}
+    return subsample(train, args.subsample, args.seed, args.source), test
+
+
+def default_out(args):
+    if args.source or args.download:
+        name = "sudoku-extreme"
+        if args.subsample:
+            name += f"-{args.subsample // 1000}k" if args.subsample % 1000 == 0 else f"-{args.subsample}"
+        return os.path.join("data", name + (f"-aug-{args.num_aug}" if args.num_aug else ""))
+    grid = "" if args.size == 9 else f"-{args.size}x{args.size}"
+    return os.path.join("data", f"sudoku{grid}-{args.difficulty}")
+
+
+def run(args):
+    out = args.out or default_out(args)
+    rng = np.random.default_rng(args.seed)
+    extra = {}
+    if args.download:
+        raw = args.raw_dir
+        for name in ("train.csv", "test.csv"):
+            download(HF_URL.format(name), os.path.join(raw, name))
+        args.source = raw
+    started = time.time()
+    if args.source:
+        train, test = from_csv_source(args)
+        test_ratings = _rate_sample(test["q"], args.size)
+        print(describe(f"test, first {len(test_ratings)} by our rater", test["q"][:len(test_ratings)], test_ratings))
+    else:
+        total = args.generate + args.num_test
+        q, a, r = generate(total, args.difficulty, args.size, args.seed, args.workers)
+        train = {"q": q[:args.generate], "a": a[:args.generate], "rating": r[:args.generate]}
+        test = {"q": q[args.generate:], "a": a[args.generate:], "rating": r[args.generate:]}
+        for split, d in (("train", train), ("test", test)):
+            print(describe(f"{split} {args.difficulty}", d["q"], d["rating"]))
+            extra[f"{split}.csv"] = to_csv(d["q"], d["a"], d["rating"], f"generated-{args.difficulty}", args.size)
+    splits = {"train": sudoku_split(train["q"], train["a"], args.num_aug, rng, args.size),
+              "test": sudoku_split(test["q"], test["a"], 0, rng, args.size)}  # the test split is never augmented
+    status = write_dataset(out, splits, ["<blank>"], overwrite=args.overwrite, extra_files=extra)
+    n_train = len(train["q"]) * (1 + args.num_aug)
+    print(f"{out}: {status}; train {len(train['q'])} puzzles x {1 + args.num_aug} = {n_train} examples, "
+          f"test {len(test['q'])} ({time.time() - started:.1f} s)")
+    return out
+
+
+# ============================================================================ benchmark
+
+def bench(which):
+    """Time the three workloads of the README on this machine, each in a fresh process (peak RSS)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = []
+        if "aug" in which:
+            q, a, _ = generate(1000, "easy", 9, seed=12345, workers=os.cpu_count() or 1)
+            with open(os.path.join(tmp, "train.csv"), "w") as f:
+                f.write(to_csv(q, a, np.zeros(len(q)), "bench", 9))
+            with open(os.path.join(tmp, "test.csv"), "w") as f:
+                f.write(to_csv(q[:100], a[:100], np.zeros(100), "bench", 9))
+            jobs.append(("1000 puzzles x 1000 augmentations", ["--source", tmp, "--num_aug", "1000"]))
+        for level, n in (("easy", 2000), ("medium", 2000), ("hard", 1000), ("extreme", 1000)):
+            if level in which:
+                jobs.append((f"--generate {n} --difficulty {level} (+1000 test)",
+                             ["--generate", str(n), "--difficulty", level]))
+        for title, extra in jobs:
+            cmd = [sys.executable, os.path.abspath(__file__), *extra, "--out", os.path.join(tmp, "out"), "--overwrite"]
+            log_path = os.path.join(tmp, "log.txt")
+            with open(log_path, "w") as log:
+                start = time.time()
+                child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+                _, status, usage = os.wait4(child.pid, 0)  # the child's own peak memory
+                child.returncode = os.waitstatus_to_exitcode(status)
+                seconds = time.time() - start
+            with open(log_path) as log:
+                output = log.read().splitlines()
+            if status:
+                raise SystemExit(output[-1] if output else f"{title}: failed")
+            print(f"{title}: {seconds:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MB")
+            for line in output:
+                if "guesses" in line:
+                    print(f"    {line}")
+
+
+# ============================================================================ command line
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--source", help="sudoku-extreme style CSV (header source,question,answer,rating) or a "
+                                      "directory holding train.csv and test.csv")
+    src.add_argument("--download", action="store_true",
+                     help="fetch sapientinc/sudoku-extreme train.csv and test.csv over HTTPS into --raw_dir "
+                          "(resumable), then build from them")
+    src.add_argument("--generate", type=int, metavar="N", default=3000,
+                     help="generate N training puzzles offline (the default source; default %(default)s)")
+    src.add_argument("--bench", nargs="?", const="aug,easy,medium", metavar="LIST",
+                     help="time the workloads in LIST (aug,easy,medium,hard,extreme; default aug,easy,medium) "
+                          "and exit")
+    p.add_argument("--difficulty", choices=["easy", "medium", "hard", "extreme"], default="easy",
+                   help="generator level: easy 36-40 givens, medium 26-30, hard minimal and needing a guess, "
+                        f"extreme at least {EXTREME_MIN_GUESSES} guesses (default %(default)s)")
+    p.add_argument("--size", type=int, choices=sorted(BOX_SHAPES), default=9,
+                   help="grid size: 4 (2x2 boxes), 6 (2x3 boxes) or 9 (3x3 boxes) (default %(default)s)")
+    p.add_argument("--num_test", type=int, default=1000,
+                   help="test puzzles to generate, or to hold out of a single --source file (default %(default)s)")
+    p.add_argument("--subsample", type=int, metavar="N",
+                   help="keep N training puzzles of the CSV, chosen with --seed (the paper uses 1000)")
+    p.add_argument("--num_aug", type=int, default=None, metavar="K",
+                   help="augmentations added per training puzzle (paper: 1000; default 100 when generating, "
+                        "0 for a CSV); the test split is never augmented")
+    p.add_argument("--min_difficulty", type=int, metavar="R", help="keep only CSV rows with rating >= R")
+    p.add_argument("--out", help="output directory (default: data/sudoku-<difficulty> when generating, "
+                                 "data/sudoku-extreme[-1k][-aug-K] for a CSV)")
+    p.add_argument("--raw_dir", default=os.path.join("data", "raw", "sudoku-extreme"),
+                   help="where --download puts the CSV files (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an output directory holding a different dataset")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsample, generator and augmentations")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="generator processes (default: all cores, %(default)s)")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
+    args = p.parse_args(argv)
+    if not (args.source or args.download) and (args.subsample or args.min_difficulty is not None):
+        p.error("--subsample and --min_difficulty apply to a CSV source (--source or --download)")
+    if args.num_aug is None:
+        args.num_aug = 0 if (args.source or args.download) else 100
+    for name in ("generate", "num_test", "num_aug", "subsample", "workers"):
+        value, lowest = getattr(args, name), 0 if name == "num_aug" else 1
+        if value is not None and value < lowest:
+            p.error(f"--{name} must be at least {lowest}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.bench:
+            bench(args.bench.split(","))
+        else:
+            run(args)
+    except (InputError, DatasetError) as e:
+        raise SystemExit(f"prepare_sudoku.py: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The shared dataset format: atomic writing, invariants, and the loaders' epoch semantics."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from helpers_data import example_ids, tiny_arrays, tiny_meta, write_tiny
+
+from dataset import (IGNORE_LABEL_ID, DatasetError, TrainLoader, check_split, eval_batches,
+                     load_split, total_train_steps, write_dataset)
+
+GROUPS = [[1, 2], [3], [1, 1, 1], [2], [1], [4, 1], [1], [2, 2]]  # example counts per puzzle, per group
+
+
+def test_written_dataset_has_the_official_layout_and_dtypes(tmp_path):
+    out = tmp_path / "d"
+    assert write_tiny(out, GROUPS, num_identifiers=3) == "written"
+    assert json.loads((out / "identifiers.json").read_text()) == ["<blank>", "p1", "p2"]
+    for split in ("train", "test"):
+        meta = json.loads((out / split / "dataset.json").read_text())
+        assert set(meta) == {"pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len",
+                             "num_puzzle_identifiers", "total_groups", "mean_puzzle_examples",
+                             "total_puzzles", "sets"}
+        assert meta["sets"] == ["all"]
+        dtypes = {f: np.load(out / split / f"all__{f}.npy").dtype for f in
+                  ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")}
+        assert dtypes == {"inputs": np.uint8, "labels": np.uint8, "puzzle_identifiers": np.int32,
+                          "puzzle_indices": np.int32, "group_indices": np.int32}
+    meta, sets = load_split(out, "train")
+    assert meta["total_groups"] == 8 and meta["total_puzzles"] == 13
+    assert meta["mean_puzzle_examples"] == pytest.approx(22 / 13)
+    assert isinstance(sets["all"]["inputs"], np.memmap)  # read memory-mapped, not copied
+    check_split(meta, sets)
+    assert not [p for p in os.listdir(tmp_path) if p != "d"]  # no temporary directory left behind
+    assert os.stat(out).st_mode & 0o777 == os.stat(out / "train").st_mode & 0o777  # not left private
+
+
+BROKEN = {
+    "puzzle_indices not starting at 0": ("puzzle_indices", lambda a: a + 1),
+    "puzzle_indices decreasing": ("puzzle_indices", lambda a: a[[0, 2, 1, *range(3, len(a))]]),
+    "puzzle_indices not ending at the example count": ("puzzle_indices", lambda a: np.append(a[:-1], a[-1] - 1)),
+    "group_indices not ending at the puzzle count": ("group_indices", lambda a: a[:-1]),
+    "identifier outside the table": ("puzzle_identifiers", lambda a: a + 5),
+    "token outside the vocabulary": ("inputs", lambda a: a.astype(np.int32) + 300),
+    "inputs of the wrong length": ("inputs", lambda a: a[:, :2]),
+    "labels missing a row": ("labels", lambda a: a[1:]),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_every_broken_invariant_is_refused_naming_the_file(case, tmp_path):
+    field, breaker = BROKEN[case]
+    arrays = tiny_arrays(GROUPS)
+    arrays[field] = breaker(arrays[field])
+    with pytest.raises(DatasetError, match=f"all__{field}.npy"):
+        check_split(tiny_meta(), {"all": arrays})
+    with pytest.raises(DatasetError):
+        write_dataset(tmp_path / "d", {"train": (tiny_meta(), {"all": arrays})}, ["<blank>"])
+    assert os.listdir(tmp_path) == []  # nothing partial written
+
+
+def test_an_existing_different_dataset_is_kept_unless_overwrite(tmp_path):
+    out = tmp_path / "d"
+    write_tiny(out, GROUPS)
+    assert write_tiny(out, GROUPS) == "unchanged"  # the same dataset again is fine
+    before = (out / "train" / "all__inputs.npy").read_bytes()
+    with pytest.raises(DatasetError, match="--overwrite"):
+        write_tiny(out, GROUPS[:-1])
+    assert (out / "train" / "all__inputs.npy").read_bytes() == before
+    assert write_tiny(out, GROUPS[:-1], overwrite=True) == "written"
+    assert load_split(out, "train")[0]["total_groups"] == 7
+    assert sorted(os.listdir(tmp_path)) == ["d"]
+
+
+def test_a_directory_of_other_files_is_not_clobbered(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="other files"):
+        write_tiny(tmp_path / "d", GROUPS)
+    assert os.listdir(tmp_path / "d") == ["notes.txt"]
+
+
+def test_missing_dataset_names_the_path_and_the_command_that_makes_it(tmp_path):
+    with pytest.raises(DatasetError, match=r"dataset\.json.*python prepare_sudoku\.py --out"):
+        load_split(tmp_path / "nowhere", "train")
+    with pytest.raises(DatasetError):
+        TrainLoader(tmp_path / "nowhere", 4)
+
+
+def test_a_dataset_saved_like_the_official_builder_loads(tmp_path):
+    """Plain np.save arrays and HRM-style metadata (no total_puzzles) are read unchanged."""
+    split = tmp_path / "train"
+    split.mkdir()
+    arrays = tiny_arrays([[1]] * 10)
+    for field, array in arrays.items():
+        np.save(split / f"all__{field}.npy", array)
+    meta = tiny_meta() | {"total_groups": 10, "mean_puzzle_examples": 1, "sets": ["all"]}
+    (split / "dataset.json").write_text(json.dumps(meta))
+    batch = TrainLoader(tmp_path, 5).next_batch()
+    assert sorted(example_ids(batch)) == sorted(set(example_ids(batch)))
+
+
+def _batches(loader, n):
+    return [loader.next_batch() for _ in range(n)]
+
+
+def test_an_epoch_takes_one_puzzle_per_group_and_drops_the_partial_batch(tmp_path):
+    groups = [[1] * k for k in (1, 2, 3, 4, 5, 6, 7)]  # 7 groups of single-example puzzles
+    write_tiny(tmp_path, groups)
+    loader = TrainLoader(tmp_path, 3, seed=1)
+    assert loader.batches_per_pass == loader.batches_per_epoch == 2  # 7 groups // 3, one dropped
+    arrays = tiny_arrays(groups)
+    group_of_example = np.searchsorted(arrays["group_indices"], np.arange(28), side="right") - 1
+    for epoch in range(4):
+        ids = np.concatenate([example_ids(b) for b in _batches(loader, 2)])
+        assert len(set(group_of_example[ids])) == 6  # six different groups, one puzzle each
+        assert loader.epoch == epoch
+    assert loader.next_batch() and loader.epoch == 4
+
+
+def test_batches_are_int32_with_ignored_labels_mapped(tmp_path):
+    write_tiny(tmp_path, GROUPS, num_identifiers=3)
+    batch = TrainLoader(tmp_path, 4).next_batch()
+    assert {k: (v.dtype, v.shape) for k, v in batch.items()} == {
+        "inputs": (np.int32, (4, 3)), "labels": (np.int32, (4, 3)), "puzzle_identifiers": (np.int32, (4,))}
+    assert (batch["labels"][:, -1] == IGNORE_LABEL_ID).all()
+    assert (batch["labels"][:, :-1] == batch["inputs"][:, :-1]).all()
+    arrays = tiny_arrays(GROUPS, 3)
+    owner = np.searchsorted(arrays["puzzle_indices"], example_ids(batch), side="right") - 1
+    assert (batch["puzzle_identifiers"] == arrays["puzzle_identifiers"][owner]).all()
+
+
+def _official_order(groups, seed, iteration, epochs_per_iter=1):
+    """The official sampler's choices, written the way it makes them: one Philox generator per pass
+    seeded seed + pass (passes counted from 1), one permutation of the groups per epoch of the pass,
+    concatenated, then one scalar draw per group for its puzzle."""
+    arrays = tiny_arrays(groups)
+    rng = np.random.Generator(np.random.Philox(seed=seed + iteration))
+    order = np.concatenate([rng.permutation(len(groups)) for _ in range(epochs_per_iter)])
+    gi = arrays["group_indices"]
+    return [int(rng.integers(gi[g], gi[g + 1])) for g in order]
+
+
+def test_group_order_and_puzzle_choice_match_the_official_sampler(tmp_path):
+    groups = [[1] * (1 + i % 4) for i in range(40)]
+    write_tiny(tmp_path, groups)
+    loader = TrainLoader(tmp_path, 8, seed=5)
+    for iteration in (1, 2):
+        puzzles = np.concatenate([example_ids(b) for b in _batches(loader, 5)])  # one example per puzzle
+        assert puzzles.tolist() == _official_order(groups, 5, iteration)
+
+
+def test_a_pass_of_several_epochs_packs_across_epoch_boundaries(tmp_path):
+    groups = [[1] * (1 + i % 3) for i in range(7)]
+    write_tiny(tmp_path, groups)
+    loader = TrainLoader(tmp_path, 3, seed=2, epochs_per_iter=3)
+    assert loader.batches_per_pass == 7  # 21 groups fill 7 batches; one epoch alone would drop one
+    puzzles = np.concatenate([example_ids(b) for b in _batches(loader, 7)])
+    assert puzzles.tolist() == _official_order(groups, 2, 1, epochs_per_iter=3)
+    assert loader.epoch == 0 and loader.next_batch() and loader.epoch == 3
+
+
+def test_resuming_from_state_dict_reproduces_the_same_batches(tmp_path):
+    write_tiny(tmp_path, GROUPS)
+    loader = TrainLoader(tmp_path, 4, seed=3)
+    _batches(loader, 5)  # into the second epoch or beyond
+    state = loader.state_dict()
+    assert all(type(v) is int for v in state.values())
+    expected = _batches(loader, 7)
+    resumed = TrainLoader(tmp_path, 4, seed=3)
+    resumed.load_state_dict(state)
+    for a, b in zip(expected, _batches(resumed, 7)):
+        assert all((a[k] == b[k]).all() for k in a)
+    assert resumed.state_dict() == loader.state_dict()
+
+
+def test_ranks_slice_the_same_global_batches(tmp_path):
+    write_tiny(tmp_path, GROUPS)
+    whole = _batches(TrainLoader(tmp_path, 4, seed=2), 6)
+    ranks = [_batches(TrainLoader(tmp_path, 4, rank=r, world_size=2, seed=2), 6) for r in range(2)]
+    for step, batch in enumerate(whole):
+        joined = np.concatenate([ranks[0][step]["inputs"], ranks[1][step]["inputs"]])
+        assert (joined == batch["inputs"]).all()
+
+
+def test_examples_of_a_big_puzzle_are_truncated_to_fill_the_batch(tmp_path):
+    write_tiny(tmp_path, [[4], [4], [4]])
+    loader = TrainLoader(tmp_path, 6, seed=0)
+    assert loader.batches_per_pass == 2  # the formula's figure; truncation makes it 1 in practice
+    ids = example_ids(loader.next_batch())
+    assert len(set(ids)) == 6 and loader.epoch == 0
+    assert sorted(np.bincount(ids // 4, minlength=3)) == [0, 2, 4]  # one puzzle whole, one cut to 2
+    loader.next_batch()
+    assert loader.epoch == 1  # the third puzzle could not fill a batch: dropped
+
+
+def test_impossible_batch_sizes_are_refused(tmp_path):
+    write_tiny(tmp_path, GROUPS)
+    with pytest.raises(DatasetError, match="lower the batch size"):
+        TrainLoader(tmp_path, 13)  # an epoch may hold as few as 12 examples
+    with pytest.raises(DatasetError, match="divisible"):
+        TrainLoader(tmp_path, 6, world_size=4)
+
+
+def test_eval_visits_every_example_once_in_order_padded_with_blanks(tmp_path):
+    test_groups = [[1], [2], [1], [3], [1]]  # 8 examples
+    write_tiny(tmp_path, GROUPS, test_groups=test_groups, num_identifiers=3)
+    arrays = tiny_arrays(test_groups, 3)
+    seen = []
+    for rank in range(2):
+        real_rows = 0
+        for batch, n_real in eval_batches(tmp_path, "test", 6, rank=rank, world_size=2):
+            assert batch["inputs"].shape == (3, 3)
+            ids = example_ids(batch)
+            assert (ids[n_real:] == -1).all() and (batch["labels"][n_real:] == IGNORE_LABEL_ID).all()
+            assert (batch["puzzle_identifiers"][n_real:] == 0).all()
+            owner = np.searchsorted(arrays["puzzle_indices"], ids[:n_real], side="right") - 1
+            assert (batch["puzzle_identifiers"][:n_real] == arrays["puzzle_identifiers"][owner]).all()
+            seen.append(ids[:n_real])
+            real_rows += n_real
+        assert real_rows == (5 if rank == 0 else 3)  # global batches [0:6], [6:8]: rank 0 gets 0-2 and 6-7
+    assert sorted(np.concatenate(seen).tolist()) == list(range(8))
+
+
+def test_total_train_steps_is_the_official_formula():
+    meta = {"total_groups": 1000, "mean_puzzle_examples": 1.0}
+    assert total_train_steps(meta, 50000, 768) == 65104  # the paper's Sudoku-Extreme run
+    assert total_train_steps({"total_groups": 10, "mean_puzzle_examples": 2.5}, 3, 4) == 18
