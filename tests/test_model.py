@@ -200,6 +200,13 @@ def test_stablemax_matches_its_definition_on_hand_picked_values():
     assert ignored.item() == 0.0
 
 
+def test_stablemax_gradient_is_finite_where_a_logit_is_exactly_one():
+    for dtype in (torch.float32, torch.bfloat16):
+        logits = torch.tensor([[[1.0, 0.5, -2.0]]], dtype=dtype, requires_grad=True)
+        M.stablemax_cross_entropy(logits, torch.tensor([[0]])).sum().backward()
+        assert torch.isfinite(logits.grad).all(), logits.grad
+
+
 def test_adam_atan2_matches_its_formula_step_by_step():
     lr, (b1, b2), wd = 0.05, (0.9, 0.95), 0.1
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
