@@ -3,3 +3,6 @@
 exec(open("config/sudoku_cpu.py").read())
 data_dir = "data/sudoku-medium"
 out_dir = "out-sudoku-cpu-medium"
+L_cycles = 4              # medium puzzles need longer chains of deduction per step
+halt_max_steps = 16
+max_minutes = 8.0         # its final evaluation (16 steps x 1000 puzzles) takes about 80 s on 2 cores
