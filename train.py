@@ -116,6 +116,9 @@ def configure(argv, defaults=DEFAULTS):
         settings[key] = value
 
     for arg in argv:
+        if arg in ("-h", "--help"):
+            print(__doc__ + "\nSettings and defaults:\n" + "\n".join(f"  --{k}={v!r}" for k, v in defaults.items()))
+            sys.exit(0)
         if arg.startswith("--"):
             key, eq, text = arg[2:].partition("=")
             if not eq:
