@@ -223,7 +223,7 @@ def add_into(sums, metrics):
 def evaluate(model, C, device, forward=None, max_batches=0):
     """Every test puzzle (or the first max_batches batches) for all halt_max_steps supervision
     steps; metrics of the final step."""
-    forward = forward or model
+    forward = model if forward is None else forward
     was_training = model.training
     model.eval()
     sums, n_rows, batches = {}, 0, dataset.eval_batches(C["data_dir"], C["eval_split"], C["global_batch_size"])

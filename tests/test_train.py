@@ -185,3 +185,17 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(sudoku4
     msg = error_of(tiny_run(sudoku4, out, "--max_steps=10", "--ckpt_interval=2"))
     assert "loss is nan at step 6" in msg and "ckpt.pt holds the last good state" in msg
     assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 4
+
+
+def test_compiled_training_and_evaluation_match_eager(sudoku4, tmp_path):
+    """compile=True (the default off the CPU configs) trains and evaluates like eager mode."""
+    results = {}
+    for compiled in (False, True):
+        out = tmp_path / f"compile-{compiled}"
+        train.main(tiny_run(sudoku4, out, "--max_steps=4", "--log_interval=2", f"--compile={compiled}")[1:])
+        results[compiled] = read_metrics(out)
+    eager, compiled = results[False], results[True]
+    assert [(r["iter"], r["split"]) for r in eager] == [(r["iter"], r["split"]) for r in compiled]
+    for a, b in zip(eager, compiled):
+        for key in ("lm_loss", "accuracy", "q_halt_loss"):
+            assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (a["iter"], a["split"], key)
