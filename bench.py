@@ -15,7 +15,7 @@ import time
 import torch
 
 import train
-from model import TRM, AdamATan2, TRMConfig, act_loss
+from model import TRM, AdamATan2, act_loss, swiglu_inner
 
 # The paper's shapes (spec section 7): task, vocab, seq_len, puzzle identifiers, config file.
 MODELS = {
@@ -27,10 +27,10 @@ MODELS = {
 def step_flops(cfg, batch):
     """Matmul FLOPs of one training supervision step (2 per multiply-add)."""
     D, L = cfg.hidden_size, cfg.seq_len + cfg.prefix_len
-    inner = lambda w: -(-round(cfg.expansion * w * 2 / 3) // 256) * 256  # noqa: E731
-    mlp = 2 * L * (D * 2 * inner(D) + inner(D) * D)
+    inner, inner_t = swiglu_inner(D, cfg.expansion), swiglu_inner(L, cfg.expansion)
+    mlp = 2 * L * (D * 2 * inner + inner * D)
     if cfg.mlp_t:
-        mix = 2 * D * (L * 2 * inner(L) + inner(L) * L)
+        mix = 2 * D * (L * 2 * inner_t + inner_t * L)
     else:
         mix = 2 * L * (D * 3 * D + D * D) + 2 * 2 * L * L * D  # projections + scores and values
     f = cfg.L_layers * (mix + mlp)
@@ -70,10 +70,8 @@ def main():
     device = train.resolve_device(args.device)
     dtype = train.resolve_dtype(args.dtype, device)
     vocab, seq_len, n_ids, config_file = MODELS[args.model]
-    C = train.configure([config_file])
-    fields = {k: C[k] for k in TRMConfig.__dataclass_fields__ if k in C}
-    cfg = TRMConfig(**{**fields, "vocab_size": vocab, "seq_len": seq_len, "num_puzzle_identifiers": n_ids,
-                       "forward_dtype": dtype})
+    C = {**train.configure([config_file]), "dtype": dtype}
+    cfg = train.model_config(C, dict(vocab_size=vocab, seq_len=seq_len, num_puzzle_identifiers=n_ids))
     torch.manual_seed(0)
     model = TRM(cfg).to(device).train()
     forward = torch.compile(model) if args.compile == "True" else model
@@ -99,9 +97,7 @@ def main():
     step = statistics.median(times)
     flops = step_flops(cfg, args.batch)
     peak = matmul_peak(getattr(torch, dtype), device)
-    cpu = open("/proc/cpuinfo").read() if device == "cpu" else ""
-    kind = ("AMX" if "amx_bf16" in cpu else "AVX-512" if "avx512f" in cpu else "AVX2") if cpu else \
-        torch.cuda.get_device_name()
+    kind = train.cpu_kind() if device == "cpu" else torch.cuda.get_device_name()
     print(f"{args.model}: {model.num_params() / 1e6:.2f}M params, batch {args.batch}, {device} ({kind}, "
           f"{torch.get_num_threads()} threads), {dtype}, compile={args.compile}")
     print(f"  {step:.3f} s/step  {args.batch / step:.1f} examples/s  {flops / 1e9:.1f} GFLOP/step  "

@@ -115,10 +115,14 @@ def rms_norm(h, eps):
     return (h32 * torch.rsqrt(h32.square().mean(-1, keepdim=True) + eps)).to(h.dtype)
 
 
+def swiglu_inner(width, expansion):  # round(e * w * 2/3), rounded up to a multiple of 256
+    return -(-round(expansion * width * 2 / 3) // 256) * 256
+
+
 class SwiGLU(nn.Module):
     def __init__(self, width, expansion):
         super().__init__()
-        inner = -(-round(expansion * width * 2 / 3) // 256) * 256  # rounded up to a multiple of 256
+        inner = swiglu_inner(width, expansion)
         self.gate_up_proj = Linear(width, 2 * inner)
         self.down_proj = Linear(inner, width)
 

@@ -155,12 +155,14 @@ def resolve_device(name):
     return name
 
 
-def cpu_has_amx():
+def cpu_kind():
+    """'AMX' (fast bf16), 'AVX-512' or 'AVX2': what decides the fastest CPU dtype."""
     try:
         with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read()
+            flags = f.read()
     except OSError:
-        return False
+        return "unknown"
+    return "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2"
 
 
 def resolve_dtype(name, device_type):
@@ -168,7 +170,7 @@ def resolve_dtype(name, device_type):
     emulated and up to 25x slower."""
     if name == "auto":
         fast_bf16 = (device_type == "cuda" and torch.cuda.is_bf16_supported()) or \
-            (device_type == "cpu" and cpu_has_amx())
+            (device_type == "cpu" and cpu_kind() == "AMX")
         return "bfloat16" if fast_bf16 else "float32"
     if name not in ("bfloat16", "float32", "float64"):
         raise UserError(f"dtype={name!r}: use auto, bfloat16, float32 or float64")
@@ -274,14 +276,10 @@ def load_checkpoint(path, C):
     return state
 
 
-def carry_state(carry):
-    return {k: ({n: t.cpu() for n, t in v.items()} if isinstance(v, dict) else v.cpu())
-            for k, v in dataclasses.asdict(carry).items()}
-
-
-def carry_from_state(state, device):
-    return Carry(**{k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device))
-                    for k, v in state.items()})
+def carry_to(fields, device):
+    """The carry's fields (tensors, and the data dict of tensors) moved to a device."""
+    return {k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device))
+            for k, v in fields.items()}
 
 
 def append_jsonl(path, record):
@@ -346,7 +344,7 @@ def train(C):
         if ema:
             ema.load_state_dict(state["ema"])
         loader.load_state_dict(state["loader"])
-        carry, step = carry_from_state(state["carry"], dev), state["step"]
+        carry, step = Carry(**carry_to(state["carry"], dev)), state["step"]
         torch.set_rng_state(state["rng"]["torch"])
         if dev == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"])
@@ -369,7 +367,7 @@ def train(C):
                             f"state (try a lower --lr, or --dtype=float32)")
         save_checkpoint(ckpt_path, dict(
             model=model.state_dict(), optimizer=opt.state_dict(), emb_optimizer=emb_opt and emb_opt.state_dict(),
-            ema=ema and ema.state_dict(), loader=loader.state_dict(), carry=carry_state(carry), step=step,
+            ema=ema and ema.state_dict(), loader=loader.state_dict(), carry=carry_to(vars(carry), "cpu"), step=step,
             log_sums=dict(sums), log_seen=seen,
             rng=dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if dev == "cuda" else None),
             config=C, model_config=dataclasses.asdict(cfg)))
