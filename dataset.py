@@ -28,6 +28,9 @@ FIELD_DTYPES = {"inputs": np.uint8, "labels": np.uint8, "puzzle_identifiers": np
                 "puzzle_indices": np.int32, "group_indices": np.int32}
 BASE_META = ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len",
              "num_puzzle_identifiers")
+OPTIONAL_META = ("task",)  # ours: "sudoku" | "maze" | "arc"; official datasets lack it (see task_of)
+# How to tell an official dataset's task from its shape: (vocab_size, seq_len) -> task.
+TASK_SHAPES = {(11, 81): "sudoku", (6, 900): "maze", (12, 900): "arc"}
 DERIVED_META = ("total_groups", "mean_puzzle_examples", "total_puzzles", "sets")
 META_FIELDS = BASE_META + DERIVED_META
 
@@ -132,7 +135,7 @@ def write_dataset(out_dir, splits, identifiers, overwrite=False, extra_files=Non
 def _prepare_split(split, meta, sets):
     sets = {name: {f: np.ascontiguousarray(arrays[f], dtype=FIELD_DTYPES[f]) if _fits(arrays[f], f)
                    else _dtype_error(split, name, f) for f in FIELDS} for name, arrays in sets.items()}
-    meta = {k: meta[k] for k in BASE_META if k in meta} | derived_meta(sets)
+    meta = {k: meta[k] for k in BASE_META + OPTIONAL_META if k in meta} | derived_meta(sets)
     check_split(meta, sets, where=split)
     return meta, sets
 
@@ -204,6 +207,11 @@ def load_split(data_dir, split):
                 raise DatasetError(f"{path}: not found; rebuild the dataset")
             sets[set_name][field] = np.load(path, mmap_mode="r")
     return meta, sets
+
+
+def task_of(meta):
+    """The task a split holds: its "task" key, else recognised by shape; None if unknown."""
+    return meta.get("task") or TASK_SHAPES.get((meta.get("vocab_size"), meta.get("seq_len")))
 
 
 def _collate(meta, inputs, labels, identifiers):

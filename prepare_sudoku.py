@@ -612,7 +612,7 @@ def sudoku_split(questions, answers, num_aug, rng, size):
     inputs, labels = augment_groups(questions, answers, num_aug, rng, size)
     n_puzzles = len(inputs)
     meta = {"pad_id": PAD, "ignore_label_id": PAD, "blank_identifier_id": 0, "vocab_size": size + 2,
-            "seq_len": size * size, "num_puzzle_identifiers": 1}
+            "seq_len": size * size, "num_puzzle_identifiers": 1, "task": "sudoku"}
     arrays = {"inputs": inputs, "labels": labels,
               "puzzle_identifiers": np.zeros(n_puzzles, np.int32),
               "puzzle_indices": np.arange(n_puzzles + 1, dtype=np.int32),

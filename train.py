@@ -11,6 +11,7 @@ import ast
 import contextlib
 import dataclasses
 import difflib
+import importlib
 import json
 import math
 import os
@@ -221,14 +222,27 @@ def add_into(sums, metrics):
         sums[k] = sums.get(k, 0) + v.detach().to(torch.float64)
 
 
+# Tasks whose prepare script scores predictions beyond exact accuracy, with
+# score(data_dir, split, records, out_dir) -> {metric: float}; records hold every evaluated example.
+SCORERS = {"maze": "prepare_maze", "arc": "prepare_arc"}
+
+
+def task_scorer(meta):
+    module = SCORERS.get(dataset.task_of(meta))
+    return importlib.import_module(module).score if module else None
+
+
 @torch.inference_mode()
-def evaluate(model, C, device, forward=None, max_batches=0):
+def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None):
     """Every test puzzle (or the first max_batches batches) for all halt_max_steps supervision
-    steps; metrics of the final step."""
+    steps; metrics of the final step, plus the task's own (maze paths, ARC votes)."""
     forward = model if forward is None else forward
     was_training = model.training
     model.eval()
-    sums, n_rows, batches = {}, 0, dataset.eval_batches(C["data_dir"], C["eval_split"], C["global_batch_size"])
+    meta, _ = dataset.load_split(C["data_dir"], C["eval_split"])
+    scorer = task_scorer(meta)
+    sums, n_rows, records = {}, 0, []
+    batches = dataset.eval_batches(C["data_dir"], C["eval_split"], C["global_batch_size"])
     for i, (batch, real) in enumerate(tqdm(batches, desc="eval", leave=False, dynamic_ncols=True)):
         if max_batches and i >= max_batches:
             break
@@ -238,8 +252,15 @@ def evaluate(model, C, device, forward=None, max_batches=0):
             carry, outputs = forward(carry, batch)
         add_into(sums, act_loss(carry, outputs, model.config.loss_type)[1])
         n_rows += real
+        if scorer:
+            records.append({k: v[:real].cpu().numpy() for k, v in dict(
+                batch, preds=outputs["preds"], q_halt_logits=outputs["q_halt_logits"].float()).items()})
     model.train(was_training)
-    return summarise(sums, max(n_rows, 1))
+    result = summarise(sums, max(n_rows, 1))
+    if scorer and records:
+        records = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
+        result.update(scorer(C["data_dir"], C["eval_split"], records, out_dir))
+    return result
 
 
 # ------------------------------------------------------------------------------------------------
@@ -374,7 +395,8 @@ def train(C):
 
     def run_eval(final=False):
         with ema.swapped_in(model) if ema else contextlib.nullcontext():
-            result = evaluate(model, C, dev, step_fn, max_batches=0 if final else C["eval_max_batches"])
+            result = evaluate(model, C, dev, step_fn, max_batches=0 if final else C["eval_max_batches"],
+                              out_dir=C["out_dir"])
         record = dict(iter=step, split=C["eval_split"], **result)
         append_jsonl(metrics_path, record)
         plot_curves(metrics_path, os.path.join(C["out_dir"], "curves.png"))
