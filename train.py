@@ -10,6 +10,7 @@ Every setting below can be overridden; the model's settings are TRMConfig's fiel
 import ast
 import contextlib
 import dataclasses
+import datetime
 import difflib
 import importlib
 import json
@@ -49,6 +50,8 @@ ema_rate = 0.999
 device = "auto"              # "auto" | "cpu" | "cuda" | "mps"
 dtype = "auto"               # "auto" | "bfloat16" | "float32" | "float64"; auto = the fastest here
 compile = True
+backend = "auto"             # data-parallel under torchrun: "auto" (nccl on CUDA, gloo on CPU) | "nccl" | "gloo"
+ddp_timeout_minutes = 10.0   # a collective waiting longer than this (a rank died) ends the run with an error
 seed = 0
 wandb_log = False
 wandb_project = "trm"
@@ -73,12 +76,17 @@ rope_theta = 10000.0
 rms_norm_eps = 1e-5
 no_ACT_continue = True
 loss_type = "stablemax"
+two_networks = False         # ablations (model.py TRMConfig): HRM's separate f_L and f_H
+grad_mode = "last_round"     # "last_round" | "one_step" (HRM) | "full"
+latent_mode = "yz"           # "yz" | "single" | "multi"
 DEFAULTS = {k: v for k, v in dict(globals()).items()
             if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
 # ------------------------------------------------------------------------------------------------
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import dataset  # noqa: E402
@@ -178,6 +186,51 @@ def resolve_dtype(name, device_type):
     return name
 
 
+# ------------------------------------------------------------------------------------------------
+# Data parallelism: one process per device, launched by torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE)
+
+
+def init_distributed(C):
+    """(rank, local_rank, world_size); (0, 0, 1) when not launched by torchrun."""
+    if C["backend"] not in ("auto", "nccl", "gloo"):
+        raise UserError(f"backend={C['backend']!r}: use auto, nccl or gloo")
+    if C["backend"] == "nccl" and not torch.cuda.is_available():
+        raise UserError("backend=nccl needs CUDA GPUs and this machine has none; use --backend=gloo (or auto)")
+    if "RANK" not in os.environ:
+        return 0, 0, 1
+    rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    if C["global_batch_size"] % world:
+        raise UserError(f"global_batch_size {C['global_batch_size']} does not split evenly over {world} processes; "
+                        f"use a multiple of {world}, or another --nproc_per_node")
+    backend = C["backend"] if C["backend"] != "auto" else "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=C["ddp_timeout_minutes"]))
+    return rank, local_rank, world
+
+
+def all_sum(values, device, world):
+    """Sum a list of numbers over all ranks (identity for one process)."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_sum_dict(sums, device, world):
+    keys = sorted(sums)
+    return dict(zip(keys, all_sum([sums[k] for k in keys], device, world)))
+
+
+def gather_to_rank0(obj, world):
+    """[obj of rank 0, obj of rank 1, ...] on rank 0 (None elsewhere); [obj] for one process."""
+    if world == 1:
+        return [obj]
+    out = [None] * world if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def model_config(C, meta):
     fields = {k: C[k] for k in config_fields() if k in C}
     for key in FROM_DATASET:
@@ -233,17 +286,19 @@ def task_scorer(meta):
 
 
 @torch.inference_mode()
-def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None):
+def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=1):
     """Every test puzzle (or the first max_batches batches) for all halt_max_steps supervision
-    steps; metrics of the final step, plus the task's own (maze paths, ARC votes)."""
+    steps; metrics of the final step, plus the task's own (maze paths, ARC votes). Under DDP each
+    rank evaluates its slice of every batch; the result is complete on rank 0."""
     forward = model if forward is None else forward
+    rank = dist.get_rank() if world > 1 else 0
     was_training = model.training
     model.eval()
     meta, _ = dataset.load_split(C["data_dir"], C["eval_split"])
     scorer = task_scorer(meta)
     sums, n_rows, records = {}, 0, []
-    batches = dataset.eval_batches(C["data_dir"], C["eval_split"], C["global_batch_size"])
-    for i, (batch, real) in enumerate(tqdm(batches, desc="eval", leave=False, dynamic_ncols=True)):
+    batches = dataset.eval_batches(C["data_dir"], C["eval_split"], C["global_batch_size"], rank, world)
+    for i, (batch, real) in enumerate(tqdm(batches, desc="eval", leave=False, dynamic_ncols=True, disable=rank > 0)):
         if max_batches and i >= max_batches:
             break
         batch = to_device(batch, device)
@@ -256,10 +311,16 @@ def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None):
             records.append({k: v[:real].cpu().numpy() for k, v in dict(
                 batch, preds=outputs["preds"], q_halt_logits=outputs["q_halt_logits"].float()).items()})
     model.train(was_training)
+    sums = all_sum_dict(sums, device, world)
+    (n_rows,) = all_sum([n_rows], device, world)
     result = summarise(sums, max(n_rows, 1))
-    if scorer and records:
-        records = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
-        result.update(scorer(C["data_dir"], C["eval_split"], records, out_dir))
+    if scorer:
+        # Rank r holds rows [r*local, (r+1)*local) of every global batch: interleave back into order.
+        per_rank = gather_to_rank0(records, world)
+        if rank == 0 and records:
+            ordered = [r for batch_parts in zip(*per_rank) for r in batch_parts]
+            records = {k: np.concatenate([r[k] for r in ordered]) for k in ordered[0]}
+            result.update(scorer(C["data_dir"], C["eval_split"], records, out_dir))
     return result
 
 
@@ -281,7 +342,7 @@ def save_checkpoint(path, state):
         os.close(dir_fd)
 
 
-def load_checkpoint(path, C):
+def load_checkpoint(path, C, world=1):
     if not os.path.isfile(path):
         raise UserError(f"{path} not found: nothing to resume; start with --init_from=scratch")
     try:
@@ -290,10 +351,15 @@ def load_checkpoint(path, C):
     except Exception as e:  # truncated, corrupt, or not ours
         raise UserError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:120]}); it was left untouched. "
                         f"Restore it from a backup, or start over with --init_from=scratch --out_dir=<new dir>") from None
-    differ = [f"{k}: checkpoint {state['config'].get(k)!r} vs now {C[k]!r}" for k in SHAPE_KEYS
-              if k in C and state["config"].get(k) != C[k] and not (k in FROM_DATASET and C[k] is None)]
+    saved = {k: state["config"].get(k, DEFAULTS.get(k)) for k in SHAPE_KEYS}  # keys added later: their default
+    differ = [f"{k}: checkpoint {saved[k]!r} vs now {C[k]!r}" for k in SHAPE_KEYS
+              if k in C and saved[k] != C[k] and not (k in FROM_DATASET and C[k] is None)]
     if differ:
         raise UserError(f"{path} was trained with another model shape; set these back to resume: " + "; ".join(differ))
+    saved_world = len(state["carry"]) if isinstance(state["carry"], list) else 1
+    if saved_world != world:
+        raise UserError(f"{path} was written by {saved_world} process(es) and this run has {world}: each process's "
+                        f"ACT carry is in the checkpoint, so resume with --nproc_per_node={saved_world}")
     return state
 
 
@@ -326,9 +392,13 @@ def truncate_jsonl(path, step):
 
 
 def train(C):
-    torch.manual_seed(C["seed"])
+    rank, local_rank, world = init_distributed(C)
+    master = rank == 0  # rank 0 alone logs, evaluates the task metrics and writes files
+    torch.manual_seed(C["seed"])  # the same initial model on every rank
     dev = resolve_device(C["device"])
     C["dtype"] = resolve_dtype(C["dtype"], dev)
+    if dev == "cuda":
+        dev = f"cuda:{local_rank}"
     ckpt_path, metrics_path = os.path.join(C["out_dir"], "ckpt.pt"), os.path.join(C["out_dir"], "metrics.jsonl")
     if C["init_from"] not in ("scratch", "resume"):
         raise UserError(f"init_from={C['init_from']!r}: use scratch or resume")
@@ -336,8 +406,8 @@ def train(C):
         raise UserError(f"{ckpt_path} exists: continue it with --init_from=resume, or pick another --out_dir "
                         f"(or delete it) to start from scratch")
     try:
-        loader = dataset.TrainLoader(C["data_dir"], C["global_batch_size"], seed=C["seed"],
-                                     epochs_per_iter=max(1, min(C["eval_interval"], C["epochs"])))
+        loader = dataset.TrainLoader(C["data_dir"], C["global_batch_size"], rank=rank, world_size=world,
+                                     seed=C["seed"], epochs_per_iter=max(1, min(C["eval_interval"], C["epochs"])))
     except dataset.DatasetError as e:
         raise UserError(str(e)) from None
     per_epoch = loader.meta["total_groups"] * loader.meta["mean_puzzle_examples"]
@@ -345,8 +415,17 @@ def train(C):
         raise UserError(f"global_batch_size {C['global_batch_size']} is larger than the training set of "
                         f"{C['data_dir']} ({per_epoch:.0f} examples per epoch); lower the batch size")
     cfg = model_config(C, loader.meta)
-    os.makedirs(C["out_dir"], exist_ok=True)
+    if master:
+        os.makedirs(C["out_dir"], exist_ok=True)
     model = TRM(cfg).to(dev)
+    if world > 1:
+        torch.manual_seed(C["seed"] + rank)  # as the official code: each rank explores differently
+    step_fn = torch.compile(model) if C["compile"] else model
+    # DDP copies rank 0's parameters to every rank, then averages gradients in backward. Buffers
+    # are equal by the shared seed; the puzzle-embedding table, a buffer, stays equal through
+    # PuzzleEmbSignSGD's all-gather, so it is never re-broadcast (it can be GBs for ARC).
+    train_fn = DDP(step_fn, device_ids=[local_rank] if dev.startswith("cuda") else None,
+                   broadcast_buffers=False) if world > 1 else step_fn
     opt = AdamATan2(model.parameters(), lr=C["lr"], betas=(C["beta1"], C["beta2"]), weight_decay=C["weight_decay"])
     emb_opt = PuzzleEmbSignSGD(model.puzzle_emb, lr=C["puzzle_emb_lr"], weight_decay=C["puzzle_emb_weight_decay"]) \
         if cfg.prefix_len else None
@@ -357,7 +436,7 @@ def train(C):
     last_step = C["max_steps"] or passes * loader.batches_per_pass  # exact for 1-example puzzles
     step, carry = 0, None
     if C["init_from"] == "resume":
-        state = load_checkpoint(ckpt_path, C)
+        state = load_checkpoint(ckpt_path, C, world)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if emb_opt:
@@ -365,20 +444,23 @@ def train(C):
         if ema:
             ema.load_state_dict(state["ema"])
         loader.load_state_dict(state["loader"])
-        carry, step = Carry(**carry_to(state["carry"], dev)), state["step"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if dev == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"])
-        truncate_jsonl(metrics_path, step)
-        print(f"resumed from {ckpt_path} at step {step}")
-    elif os.path.exists(metrics_path):
+        carries = state["carry"] if isinstance(state["carry"], list) else [state["carry"]]  # older: one dict
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        carry, step = Carry(**carry_to(carries[rank], dev)), state["step"]
+        torch.set_rng_state(rngs[rank]["torch"])
+        if dev.startswith("cuda") and rngs[rank].get("cuda") is not None:
+            torch.cuda.set_rng_state(rngs[rank]["cuda"])
+        if master:
+            truncate_jsonl(metrics_path, step)
+            print(f"resumed from {ckpt_path} at step {step}")
+    elif master and os.path.exists(metrics_path):
         os.replace(metrics_path, metrics_path + ".old")
-    with open(os.path.join(C["out_dir"], "config.json"), "w") as f:
-        json.dump(C, f, indent=1)
-    print(f"TRM: {model.num_params() / 1e6:.2f}M parameters, {dev} {C['dtype']}, {last_step} steps of "
-          f"{C['global_batch_size']} puzzles; config: {json.dumps(C)}")
-    step_fn = torch.compile(model) if C["compile"] else model
-    if C["wandb_log"]:
+    if master:
+        with open(os.path.join(C["out_dir"], "config.json"), "w") as f:
+            json.dump(C, f, indent=1)
+        print(f"TRM: {model.num_params() / 1e6:.2f}M parameters, {dev} {C['dtype']}, {world} process(es), "
+              f"{last_step} steps of {C['global_batch_size']} puzzles; config: {json.dumps(C)}")
+    if C["wandb_log"] and master:
         import wandb
         wandb.init(project=C["wandb_project"], name=C["wandb_run_name"], config=C)
 
@@ -386,28 +468,34 @@ def train(C):
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise UserError(f"weights became non-finite at step {step}; stopped. {ckpt_path} keeps the last good "
                             f"state (try a lower --lr, or --dtype=float32)")
-        save_checkpoint(ckpt_path, dict(
-            model=model.state_dict(), optimizer=opt.state_dict(), emb_optimizer=emb_opt and emb_opt.state_dict(),
-            ema=ema and ema.state_dict(), loader=loader.state_dict(), carry=carry_to(vars(carry), "cpu"), step=step,
-            log_sums=dict(sums), log_seen=seen,
-            rng=dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if dev == "cuda" else None),
-            config=C, model_config=dataclasses.asdict(cfg)))
+        # Every rank's ACT carry and random state, so that a resumed run continues exactly.
+        carries = gather_to_rank0(carry_to(vars(carry), "cpu"), world)
+        rngs = gather_to_rank0(dict(torch=torch.get_rng_state(),
+                                    cuda=torch.cuda.get_rng_state() if dev.startswith("cuda") else None), world)
+        if master:
+            save_checkpoint(ckpt_path, dict(
+                model=model.state_dict(), optimizer=opt.state_dict(), emb_optimizer=emb_opt and emb_opt.state_dict(),
+                ema=ema and ema.state_dict(), loader=loader.state_dict(), carry=carries, rng=rngs, step=step,
+                log_sums=dict(sums), log_seen=seen, config=C, model_config=dataclasses.asdict(cfg)))
 
     def run_eval(final=False):
         with ema.swapped_in(model) if ema else contextlib.nullcontext():
             result = evaluate(model, C, dev, step_fn, max_batches=0 if final else C["eval_max_batches"],
-                              out_dir=C["out_dir"])
+                              out_dir=C["out_dir"], world=world)
+        if not master:
+            return result
         record = dict(iter=step, split=C["eval_split"], **result)
         append_jsonl(metrics_path, record)
         plot_curves(metrics_path, os.path.join(C["out_dir"], "curves.png"))
+        extra = "".join(f", {k} {v:.2%}" for k, v in result.items() if k.endswith("_rate") or k.startswith("pass@"))
         tqdm.write(f"eval @ {step}: exact {result.get('exact_accuracy', 0):.2%}, token {result.get('accuracy', 0):.2%}, "
-                   f"steps {result.get('steps', 0):.1f}, q_halt acc {result.get('q_halt_accuracy', 0):.2%}")
+                   f"steps {result.get('steps', 0):.1f}, q_halt acc {result.get('q_halt_accuracy', 0):.2%}{extra}")
         if C["wandb_log"]:
             wandb.log({f"eval/{k}": v for k, v in result.items()}, step=step)
         return result
 
     model.train()
-    bar = tqdm(total=last_step, initial=step, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=last_step, initial=step, desc="train", dynamic_ncols=True, disable=not master)
     t_start, t_log, sums, seen = time.time(), time.time(), {}, 0
     if C["init_from"] == "resume":
         sums, seen = state["log_sums"], state["log_seen"]
@@ -426,11 +514,15 @@ def train(C):
             for optimizer, base in ((opt, C["lr"]), (emb_opt, C["puzzle_emb_lr"])):
                 for group in optimizer.param_groups if optimizer else ():
                     group["lr"] = lr_at(step, base, C, total_steps)
-            carry, outputs = step_fn(carry, batch)
+            carry, outputs = train_fn(carry, batch)
             loss, metrics = act_loss(carry, outputs, cfg.loss_type)
-            ((1 / C["global_batch_size"]) * loss).backward()
-            if not math.isfinite(loss.item()):
-                raise UserError(f"loss is {loss.item()} at step {step}; stopped. {ckpt_path} holds the last good state "
+            # The loss sums over this rank's puzzles; DDP averages over ranks, hence world / global batch.
+            ((world / C["global_batch_size"]) * loss).backward()
+            out_of_time = bool(C["max_minutes"]) and time.time() - t_start > 60 * C["max_minutes"]
+            # One small collective: every rank stops together on any rank's NaN loss or time limit.
+            total_loss, timed_out = all_sum([loss.item(), out_of_time], dev, world)
+            if not math.isfinite(total_loss):
+                raise UserError(f"loss is {total_loss} at step {step}; stopped. {ckpt_path} holds the last good state "
                                 f"(try a lower --lr, or --dtype=float32)")
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -442,25 +534,30 @@ def train(C):
             seen += len(batch["inputs"])
             bar.update(1)
             if step % C["log_interval"] == 0 or step == last_step:
+                (seen,) = all_sum([seen], dev, world)
                 rate = seen / (time.time() - t_log)
                 record = dict(iter=step, split="train", lr=lr_at(step, C["lr"], C, total_steps), examples_per_s=rate,
-                              **summarise(sums, seen))
-                append_jsonl(metrics_path, record)
-                bar.set_postfix(loss=f"{record['lm_loss']:.3f}", acc=f"{record.get('accuracy', 0):.3f}",
-                                exact=f"{record.get('exact_accuracy', 0):.3f}", ex_s=f"{rate:.0f}")
-                if C["wandb_log"]:
-                    wandb.log({f"train/{k}": v for k, v in record.items()}, step=step)
+                              **summarise(all_sum_dict(sums, dev, world), seen))
+                if master:
+                    append_jsonl(metrics_path, record)
+                    bar.set_postfix(loss=f"{record['lm_loss']:.3f}", acc=f"{record.get('accuracy', 0):.3f}",
+                                    exact=f"{record.get('exact_accuracy', 0):.3f}", ex_s=f"{rate:.0f}")
+                    if C["wandb_log"]:
+                        wandb.log({f"train/{k}": v for k, v in record.items()}, step=step)
                 t_log, sums, seen = time.time(), {}, 0
-            out_of_time = C["max_minutes"] and time.time() - t_start > 60 * C["max_minutes"]
             if step % C["ckpt_interval"] == 0:
                 checkpoint()
-            if out_of_time:
-                tqdm.write(f"max_minutes={C['max_minutes']} reached at step {step}")
+            if timed_out:
+                if master:
+                    tqdm.write(f"max_minutes={C['max_minutes']} reached at step {step}")
                 break
     finally:
         bar.close()
     checkpoint()
-    return run_eval(final=True)
+    result = run_eval(final=True)
+    if world > 1:
+        dist.destroy_process_group()
+    return result
 
 
 def main(argv):
@@ -468,7 +565,8 @@ def main(argv):
         C = configure(argv)
         train(C)
     except UserError as e:
-        sys.exit(f"train.py: {e}")
+        where = f" [rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
+        sys.exit(f"train.py{where}: {e}")
 
 
 if __name__ == "__main__":

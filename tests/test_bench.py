@@ -29,3 +29,31 @@ def test_step_flops_match_torch_flop_counter():
                         forward_dtype="float32")
         counted, formula = counted_step_flops(cfg, 4), bench.step_flops(cfg, 4)
         assert abs(formula - counted) / counted < 0.01, (mlp_t, formula, counted)
+
+
+def test_inference_flops_match_torch_flop_counter():
+    cfg = TRMConfig(vocab_size=11, seq_len=81, hidden_size=64, num_heads=4, H_cycles=3, L_cycles=2, mlp_t=False,
+                    pos_encodings="none", puzzle_emb_ndim=64, puzzle_emb_len=2, forward_dtype="float32")
+    torch.manual_seed(0)
+    model = TRM(cfg).eval()
+    batch = {"inputs": torch.randint(1, 11, (4, 81), dtype=torch.int32),
+             "labels": torch.randint(1, 11, (4, 81), dtype=torch.int32),
+             "puzzle_identifiers": torch.zeros(4, dtype=torch.int32)}
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+        model(model.initial_carry(batch), batch)
+    counted = counter.get_total_flops()
+    assert abs(bench.step_flops(cfg, 4, training=False) - counted) / counted < 0.01
+
+
+def test_a_shape_that_does_not_fit_is_reported_and_the_next_one_runs(monkeypatch, capsys):
+    def fake(name, batch, device, dtype, compile_, steps):
+        if name == "maze":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return 0.5, 0.1, TRMConfig(vocab_size=11, seq_len=81, hidden_size=32, num_heads=2), 1000
+    monkeypatch.setattr(bench, "bench_model", fake)
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device: 1e11)
+    monkeypatch.setattr("sys.argv", ["bench.py", "--models=maze,sudoku_mlp", "--device=cpu", "--dtype=float32"])
+    bench.main()
+    out = capsys.readouterr().out
+    assert "maze (batch 2): does not fit in memory" in out and "Going on" in out
+    assert "sudoku_mlp: 0.00M params, batch 16" in out and "train" in out and "inference" in out
