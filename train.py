@@ -33,6 +33,7 @@ max_steps = 0                # > 0: stop after this many optimiser steps instead
 max_minutes = 0.0            # > 0: stop (evaluate, checkpoint) after this much training time
 eval_interval = 5000         # epochs between evaluations, as in the official code (one pass of the loader)
 eval_max_batches = 0         # > 0: evaluations during training look at that many batches only
+puzzle_id_ablation = "none"  # "blank" | "random": also evaluate with the puzzle identifiers replaced, reported beside
 log_interval = 10
 ckpt_interval = 1000
 # optimisation (spec section 6)
@@ -286,10 +287,12 @@ def task_scorer(meta):
 
 
 @torch.inference_mode()
-def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=1):
+def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=1, ids="none"):
     """Every test puzzle (or the first max_batches batches) for all halt_max_steps supervision
     steps; metrics of the final step, plus the task's own (maze paths, ARC votes). Under DDP each
-    rank evaluates its slice of every batch; the result is complete on rank 0."""
+    rank evaluates its slice of every batch; the result is complete on rank 0.
+    ids="blank" | "random": the puzzles are shown the blank identifier, or a random one (seeded),
+    instead of their own: does the score come from the per-puzzle embedding?"""
     forward = model if forward is None else forward
     rank = dist.get_rank() if world > 1 else 0
     was_training = model.training
@@ -298,9 +301,14 @@ def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=
     scorer = task_scorer(meta)
     sums, n_rows, records = {}, 0, []
     batches = dataset.eval_batches(C["data_dir"], C["eval_split"], C["global_batch_size"], rank, world)
+    other_ids = np.random.default_rng(C["seed"] + rank)
     for i, (batch, real) in enumerate(tqdm(batches, desc="eval", leave=False, dynamic_ncols=True, disable=rank > 0)):
         if max_batches and i >= max_batches:
             break
+        if ids != "none":
+            shown = np.full(real, meta["blank_identifier_id"]) if ids == "blank" else \
+                other_ids.integers(1, model.config.num_puzzle_identifiers, real)
+            batch["puzzle_identifiers"][:real] = shown
         batch = to_device(batch, device)
         carry = model.initial_carry(batch)
         for _ in range(model.config.halt_max_steps):
@@ -402,6 +410,8 @@ def train(C):
     ckpt_path, metrics_path = os.path.join(C["out_dir"], "ckpt.pt"), os.path.join(C["out_dir"], "metrics.jsonl")
     if C["init_from"] not in ("scratch", "resume"):
         raise UserError(f"init_from={C['init_from']!r}: use scratch or resume")
+    if C["puzzle_id_ablation"] not in ("none", "blank", "random"):
+        raise UserError(f"puzzle_id_ablation={C['puzzle_id_ablation']!r}: use none, blank or random")
     if C["init_from"] == "scratch" and os.path.exists(ckpt_path):
         raise UserError(f"{ckpt_path} exists: continue it with --init_from=resume, or pick another --out_dir "
                         f"(or delete it) to start from scratch")
@@ -415,6 +425,9 @@ def train(C):
         raise UserError(f"global_batch_size {C['global_batch_size']} is larger than the training set of "
                         f"{C['data_dir']} ({per_epoch:.0f} examples per epoch); lower the batch size")
     cfg = model_config(C, loader.meta)
+    if C["puzzle_id_ablation"] == "random" and cfg.num_puzzle_identifiers < 2:
+        raise UserError(f"puzzle_id_ablation=random: {C['data_dir']} has no puzzle identifiers besides the blank one "
+                        f"(only ARC has); use blank or none")
     if master:
         os.makedirs(C["out_dir"], exist_ok=True)
     model = TRM(cfg).to(dev)
@@ -482,12 +495,17 @@ def train(C):
         with ema.swapped_in(model) if ema else contextlib.nullcontext():
             result = evaluate(model, C, dev, step_fn, max_batches=0 if final else C["eval_max_batches"],
                               out_dir=C["out_dir"], world=world)
+            if C["puzzle_id_ablation"] != "none":
+                ablated = evaluate(model, C, dev, step_fn, max_batches=0 if final else C["eval_max_batches"],
+                                   world=world, ids=C["puzzle_id_ablation"])
+                result.update({f"ids_{C['puzzle_id_ablation']}/{k}": v for k, v in ablated.items()})
         if not master:
             return result
         record = dict(iter=step, split=C["eval_split"], **result)
         append_jsonl(metrics_path, record)
         plot_curves(metrics_path, os.path.join(C["out_dir"], "curves.png"))
-        extra = "".join(f", {k} {v:.2%}" for k, v in result.items() if k.endswith("_rate") or k.startswith("pass@"))
+        extra = "".join(f", {k} {v:.2%}" for k, v in result.items() if k.endswith("_rate") or "pass@" in k
+                        or (k.startswith("ids_") and k.endswith("exact_accuracy")))
         tqdm.write(f"eval @ {step}: exact {result.get('exact_accuracy', 0):.2%}, token {result.get('accuracy', 0):.2%}, "
                    f"steps {result.get('steps', 0):.1f}, q_halt acc {result.get('q_halt_accuracy', 0):.2%}{extra}")
         if C["wandb_log"]:

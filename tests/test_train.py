@@ -199,3 +199,31 @@ def test_compiled_training_and_evaluation_match_eager(sudoku4, tmp_path):
     for a, b in zip(eager, compiled):
         for key in ("lm_loss", "accuracy", "q_halt_loss"):
             assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (a["iter"], a["split"], key)
+
+
+@pytest.mark.parametrize("ids", ["blank", "random"])
+def test_puzzle_id_ablation_changes_the_identifiers_the_model_sees_and_nothing_else(sudoku4, ids):
+    C = train.configure(tiny_run(sudoku4, "unused")[1:])
+    meta = {"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 7}  # pretend 6 trained identifiers
+    torch.manual_seed(0)
+    model = train.TRM(train.model_config(C, meta))
+    seen = {"none": [], ids: []}
+
+    def spy(mode):
+        def forward(carry, batch):
+            seen[mode].append({k: v.clone() for k, v in batch.items()})
+            return model(carry, batch)
+        return forward
+
+    for mode in seen:
+        train.evaluate(model, C, "cpu", spy(mode), ids=mode)
+    assert len(seen["none"]) == len(seen[ids]) > 0
+    for normal, ablated in zip(seen["none"], seen[ids]):
+        assert torch.equal(normal["inputs"], ablated["inputs"]) and torch.equal(normal["labels"], ablated["labels"])
+        real = normal["inputs"][:, 0] != 0  # padding rows keep the blank identifier either way
+        shown = ablated["puzzle_identifiers"][real]
+        assert (normal["puzzle_identifiers"][real] == 0).all()  # Sudoku puzzles all carry identifier 0...
+        if ids == "blank":
+            assert (shown == 0).all()
+        else:  # ...so a random trained identifier (1..6) is always a different one
+            assert ((shown >= 1) & (shown < 7)).all() and len(shown.unique()) > 1
