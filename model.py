@@ -9,10 +9,14 @@ Naming: the paper's answer y and latent z are the official code's z_H and z_L; T
 recursions, each n = L_cycles latent updates; N_sup = halt_max_steps supervision steps.
 Numerics follow the official code op for op (see tests/test_fidelity.py), including its float32
 islands when forward_dtype is float64: rms_norm, RoPE, the q-head and the softmax loss.
+
+The paper's ablations are switches of this one model, each a small branch where it acts:
+two_networks (HRM's separate f_L and f_H), grad_mode (HRM's 1-step gradient, or full backprop) and
+latent_mode (the official trm_singlez and trm_hier6 variants). HRM itself is config/hrm_sudoku.py.
 """
 import math
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 
 import torch
@@ -45,15 +49,24 @@ class TRMConfig:
     no_ACT_continue: bool = True  # True: halt on q_halt > 0 alone (TRM); False: HRM's Q-continue
     loss_type: str = "stablemax"  # "stablemax" | "softmax"
     forward_dtype: str = "bfloat16"
+    # The paper's ablations (spec section 9) as switches; the defaults are TRM.
+    two_networks: bool = False    # True: HRM's separate f_L (latent update) and f_H (answer update)
+    grad_mode: str = "last_round" # "last_round" (TRM) | "one_step" (HRM's 1-step gradient) | "full"
+    latent_mode: str = "yz"       # "yz" (TRM) | "single" (official trm_singlez) | "multi" (trm_hier6)
 
     def __post_init__(self):
         def bad(name, allowed):
             raise ValueError(f"TRMConfig.{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
         choices = dict(pos_encodings=("rope", "learned", "none"), loss_type=("stablemax", "softmax"),
-                       forward_dtype=("float32", "bfloat16", "float16", "float64"))
+                       forward_dtype=("float32", "bfloat16", "float16", "float64"),
+                       grad_mode=("last_round", "one_step", "full"), latent_mode=("yz", "single", "multi"))
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(name, " | ".join(allowed))
+        for name in ("mlp_t", "no_ACT_continue", "two_networks"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "True | False")
+        # L_cycles >= 1 is also what grad_mode="one_step" needs: a last latent update to back-propagate.
         for name in ("vocab_size", "seq_len", "num_puzzle_identifiers", "hidden_size", "num_heads",
                      "L_layers", "H_cycles", "L_cycles", "halt_max_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -220,8 +233,8 @@ class PuzzleEmbedding(nn.Module):
 @dataclass
 class Carry:
     """What persists between supervision steps, one slot per puzzle in the batch."""
-    y: torch.Tensor        # answer state (B, L, D), official z_H
-    z: torch.Tensor        # latent state (B, L, D), official z_L
+    y: torch.Tensor        # answer state (B, L, D), official z_H; latent_mode "single": the same tensor as z
+    z: torch.Tensor        # latent state (B, L, D), official z_L; latent_mode "multi": (B, n, L, D), one per step
     steps: torch.Tensor    # supervision steps done (B,) int32
     halted: torch.Tensor   # (B,) bool: the slot takes a new puzzle at the next call
     data: dict             # the slot's puzzle: inputs, labels, puzzle_identifiers
@@ -243,15 +256,19 @@ class TRM(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         if cfg.prefix_len:
             self.puzzle_emb = PuzzleEmbedding(cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim)
-        self.net = Net(cfg)
+        self.net = Net(cfg)  # f; with two_networks, f_L (official L_level) for the latent updates only
+        if cfg.two_networks:  # HRM's second network f_H (official H_level) for the answer update
+            self.net_H = Net(cfg)
         self.lm_head = Linear(D, cfg.vocab_size)
         self.q_head = Linear(D, 2, bias=True)  # (halt, continue) logits read at position 0
         with torch.no_grad():  # halting starts "off": q_halt = -5 whatever the state
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5.0)
-        # The starting y and z: fixed random vectors (std 1), broadcast over batch and positions.
+        # The starting y and z: fixed random vectors (std 1), broadcast over batch and positions;
+        # latent_mode "multi" has one per latent, shaped (n, 1, D) to broadcast over (B, n, L, D).
+        z_shape = (cfg.L_cycles, 1, D) if cfg.latent_mode == "multi" else (D,)
         self.register_buffer("y_init", trunc_normal_(torch.empty(D, dtype=self.dtype), std=1.0))
-        self.register_buffer("z_init", trunc_normal_(torch.empty(D, dtype=self.dtype), std=1.0))
+        self.register_buffer("z_init", trunc_normal_(torch.empty(z_shape, dtype=self.dtype), std=1.0))
 
     def num_params(self):  # trainable parameters; the puzzle table is a buffer, so not counted
         return sum(p.numel() for p in self.parameters())
@@ -266,18 +283,36 @@ class TRM(nn.Module):
             x = 0.707106781 * (x + self.embed_pos.to(self.dtype))  # 1/sqrt(2) keeps the variance
         return self.embed_scale * x
 
-    def latent_recursion(self, y, z, x, rope):
-        for _ in range(self.config.L_cycles):
-            z = self.net(z, y + x, rope)  # refine the latent from question, answer and itself
-        y = self.net(y, z, rope)          # then the answer from the latent
+    def latent_update(self, y, z, x, i, rope):  # the i-th of the n latent updates
+        if self.config.latent_mode == "single":  # trm_singlez: no answer state; from itself and x
+            return self.net(z, x, rope)
+        if self.config.latent_mode == "multi":   # trm_hier6: latent i rewritten from the sum of all
+            zs = list(z.unbind(1))
+            zs[i] = self.net(sum(zs), y + x, rope)  # sum() adds z_1 + z_2 + ... in the official order
+            return torch.stack(zs, 1)
+        return self.net(z, y + x, rope)  # refine the latent from question, answer and itself
+
+    def latent_recursion(self, y, z, x, rope, one_step=False):
+        cfg, n = self.config, self.config.L_cycles
+        for i in range(n):  # one_step: HRM's 1-step gradient, only the last latent update is tracked
+            with torch.no_grad() if one_step and i < n - 1 else nullcontext():
+                z = self.latent_update(y, z, x, i, rope)
+        f_H = self.net_H if cfg.two_networks else self.net
+        if cfg.latent_mode == "single":  # the state refined once more from itself alone; y reads it
+            y = z = f_H(z, 0, rope)
+        else:  # then the answer from the latent ("multi": from the sum of the latents)
+            y = f_H(y, sum(z.unbind(1)) if cfg.latent_mode == "multi" else z, rope)
         return y, z
 
     def deep_recursion(self, y, z, x):
+        cfg = self.config
         rope = (self.rope_cos, self.rope_sin) if hasattr(self, "rope_cos") else None
-        with torch.no_grad():  # T-1 recursions only improve the states: no gradient, no memory
-            for _ in range(self.config.H_cycles - 1):
+        # T-1 recursions only improve the states: no gradient, no memory ("full": kept, memory ~ T*(n+1))
+        with nullcontext() if cfg.grad_mode == "full" else torch.no_grad():
+            for _ in range(cfg.H_cycles - 1):
                 y, z = self.latent_recursion(y, z, x, rope)
-        return self.latent_recursion(y, z, x, rope)  # the last one is back-propagated through
+        # the last one is back-propagated through ("one_step": only its last latent and answer updates)
+        return self.latent_recursion(y, z, x, rope, one_step=cfg.grad_mode == "one_step")
 
     def q_logits(self, y):
         q = self.q_head(y[:, 0]).to(torch.float32)
@@ -285,7 +320,8 @@ class TRM(nn.Module):
 
     def initial_carry(self, batch):
         B, length = batch["inputs"].shape[0], self.config.seq_len + self.config.prefix_len
-        return Carry(y=self.y_init.expand(B, length, -1).clone(), z=self.z_init.expand(B, length, -1).clone(),
+        z = self.z_init.expand(B, *self.z_init.shape[:-2], length, -1)  # (B, L, D), "multi" (B, n, L, D)
+        return Carry(y=self.y_init.expand(B, length, -1).clone(), z=z.clone(),
                      steps=torch.zeros(B, dtype=torch.int32, device=self.y_init.device),
                      halted=torch.ones(B, dtype=torch.bool, device=self.y_init.device),  # all take a puzzle
                      data={k: torch.zeros_like(v) for k, v in batch.items()})
@@ -298,7 +334,7 @@ class TRM(nn.Module):
         # Halted slots restart from the initial states with the new batch's puzzle; others go on.
         data = {k: torch.where(reset.view(-1, *[1] * (v.ndim - 1)), batch[k], v) for k, v in carry.data.items()}
         y = torch.where(reset.view(-1, 1, 1), self.y_init, carry.y)
-        z = torch.where(reset.view(-1, 1, 1), self.z_init, carry.z)
+        z = torch.where(reset.view(-1, *[1] * (carry.z.ndim - 1)), self.z_init, carry.z)
         steps = torch.where(reset, 0, carry.steps) + 1
 
         x = self.input_embedding(data["inputs"], data["puzzle_identifiers"])
@@ -500,7 +536,7 @@ class EMA:
 # ----------------------------------------------------------------------------------------------
 # Official checkpoints
 
-_OFFICIAL_RENAMES = {"H_init": "y_init", "L_init": "z_init", "L_level.": "net.",
+_OFFICIAL_RENAMES = {"H_init": "y_init", "L_init": "z_init", "L_level.": "net.", "H_level.": "net_H.",
                      "embed_tokens.embedding_weight": "embed_tokens", "embed_pos.embedding_weight": "embed_pos"}
 
 

@@ -582,7 +582,7 @@ def main(argv):
     try:
         C = configure(argv)
         train(C)
-    except UserError as e:
+    except (UserError, dataset.DatasetError) as e:  # e.g. the dataset vanished mid-run
         where = f" [rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
         sys.exit(f"train.py{where}: {e}")
 

@@ -1,0 +1,239 @@
+"""The paper's ablations as switches (two_networks, grad_mode, latent_mode), HRM as a config, and ablate.py."""
+import json
+
+import pytest
+import torch
+
+import model as M
+import train
+from conftest import ROOT
+from test_fidelity import FIXTURES, build, check_step, close, load
+from test_model import tiny_batch, tiny_model
+
+
+def record_applications(model):
+    """Forward hooks on f (and f_H): every application's output in call order, which network made it,
+    whether autograd tracked it, and (after backward) the size of the gradient that reached it."""
+    apps = []
+
+    def hook(name):
+        def on_forward(module, args, out):
+            app = dict(net=name, tracked=out.requires_grad, grad=0.0)
+            if out.requires_grad:
+                out.register_hook(lambda g: app.update(grad=g.abs().sum().item()))
+            apps.append(app)
+        return on_forward
+
+    model.net.register_forward_hook(hook("f_L"))
+    if model.config.two_networks:
+        model.net_H.register_forward_hook(hook("f_H"))
+    return apps
+
+
+def one_training_step(model, apps, carry_grad=False):
+    """One supervision step, back-propagated; returns the incoming carry. carry_grad: the step continues
+    running puzzles whose states are leaves, to see whether the gradient gets back to them."""
+    batch = tiny_batch(model.config)
+    model.train()
+    carry = model.initial_carry(batch)
+    if carry_grad:
+        with torch.no_grad():
+            carry, _ = model(carry, batch)
+        carry.halted[:] = False  # no slot restarts from the initial states
+        carry.y.requires_grad_()
+        carry.z.requires_grad_()
+        apps.clear()
+    new_carry, outputs = model(carry, batch)
+    M.act_loss(new_carry, outputs)[0].backward()
+    return carry
+
+
+@pytest.mark.parametrize("two_networks", [False, True])
+def test_one_step_gradient_reaches_only_the_last_latent_and_answer_updates(two_networks):
+    model = tiny_model(grad_mode="one_step", L_cycles=3, two_networks=two_networks)
+    apps = record_applications(model)
+    one_training_step(model, apps)
+    T, n = model.config.H_cycles, model.config.L_cycles
+    assert len(apps) == T * (n + 1)
+    earlier, last_latent, answer = apps[:-2], apps[-2], apps[-1]
+    assert not any(a["tracked"] for a in earlier), "everything before the last latent update runs without gradient"
+    assert last_latent["grad"] > 0 and answer["grad"] > 0
+    assert (last_latent["net"], answer["net"]) == (("f_L", "f_H") if two_networks else ("f_L", "f_L"))
+
+
+def test_last_round_tracks_the_last_recursion_and_full_tracks_every_round_back_to_the_carry():
+    T, n = 3, 2
+    for grad_mode, tracked in (("last_round", n + 1), ("full", T * (n + 1))):
+        model = tiny_model(grad_mode=grad_mode, H_cycles=T, L_cycles=n)
+        apps = record_applications(model)
+        carry = one_training_step(model, apps, carry_grad=True)
+        assert [a["tracked"] for a in apps] == [False] * (T * (n + 1) - tracked) + [True] * tracked, grad_mode
+        assert all(a["grad"] > 0 for a in apps[-tracked:]), grad_mode
+        reached = carry.z.grad is not None and carry.z.grad.abs().sum() > 0
+        assert reached == (grad_mode == "full"), f"{grad_mode}: gradient reached the incoming latent: {reached}"
+
+
+def block_params(model, prefix):
+    return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
+
+
+def test_two_networks_doubles_the_blocks_and_both_get_their_own_gradient():
+    single, double = tiny_model(), tiny_model(two_networks=True)
+    assert block_params(double, "net.") == block_params(double, "net_H.") == block_params(single, "net.")
+    assert double.num_params() == single.num_params() + block_params(single, "net.")
+    extra = set(double.state_dict()) - set(single.state_dict())
+    assert set(single.state_dict()) < set(double.state_dict()) and all(k.startswith("net_H.") for k in extra)
+    apps = record_applications(double)
+    one_training_step(double, apps)
+    n = double.config.L_cycles
+    assert [a["net"] for a in apps] == (["f_L"] * n + ["f_H"]) * double.config.H_cycles
+    params = dict(double.named_parameters())
+    for name in [k for k in params if k.startswith("net.")]:
+        g_L, g_H = params[name].grad, params[name.replace("net.", "net_H.", 1)].grad
+        assert g_L.abs().sum() > 0 and g_H.abs().sum() > 0, name
+        assert not torch.allclose(g_L, g_H), f"{name}: f_L and f_H received the same gradient"
+
+
+def test_single_latent_is_one_state_refined_n_times_from_itself_and_x_then_from_itself():
+    model = tiny_model(latent_mode="single")
+    cfg, batch = model.config, tiny_batch(model.config)
+    model.eval()
+    with torch.no_grad():
+        carry, outputs = model(model.initial_carry(batch), batch)
+        # The same step by hand: the official trm_singlez, starting from z_init (official L_init).
+        x, rope = model.input_embedding(batch["inputs"], batch["puzzle_identifiers"]), (model.rope_cos, model.rope_sin)
+        z = model.z_init.expand_as(x)
+        for _ in range(cfg.H_cycles):
+            for _ in range(cfg.L_cycles):
+                z = model.net(z, x, rope)
+            z = model.net(z, torch.zeros_like(z), rope)
+    B, length, D = len(batch["inputs"]), cfg.seq_len + cfg.prefix_len, cfg.hidden_size
+    assert carry.z.shape == carry.y.shape == (B, length, D)
+    assert carry.y.data_ptr() == carry.z.data_ptr(), "one state: the answer is read from the latent itself"
+    torch.testing.assert_close(carry.z, z)
+    torch.testing.assert_close(outputs["logits"], model.lm_head(z)[:, cfg.prefix_len:])
+
+
+def test_multi_latent_keeps_one_latent_per_step_and_reads_their_sum():
+    model = tiny_model(latent_mode="multi", L_cycles=3)
+    cfg, batch = model.config, tiny_batch(model.config)
+    n, B, length, D = cfg.L_cycles, len(batch["inputs"]), cfg.seq_len + cfg.prefix_len, cfg.hidden_size
+    assert model.z_init.shape == (n, 1, D)
+    carry = model.initial_carry(batch)
+    assert carry.z.shape == (B, n, length, D) and carry.y.shape == (B, length, D)
+    assert not torch.equal(carry.z[:, 0], carry.z[:, 1]), "each latent starts from its own vector"
+    model.eval()
+    with torch.no_grad():
+        new_carry, outputs = model(carry, batch)
+        # The same step by hand: the official trm_hier6 with n latents.
+        x, rope = model.input_embedding(batch["inputs"], batch["puzzle_identifiers"]), (model.rope_cos, model.rope_sin)
+        y, zs = model.y_init.expand_as(x), [model.z_init[i].expand_as(x) for i in range(n)]
+        for _ in range(cfg.H_cycles):
+            for i in range(n):
+                zs[i] = model.net(sum(zs), y + x, rope)
+            y = model.net(y, sum(zs), rope)
+    assert new_carry.z.shape == (B, n, length, D)
+    torch.testing.assert_close(new_carry.z, torch.stack(zs, 1))
+    torch.testing.assert_close(outputs["logits"], model.lm_head(y)[:, cfg.prefix_len:])
+
+
+def test_multi_latent_with_one_latent_is_trm():
+    trm, multi = tiny_model(L_cycles=1), tiny_model(L_cycles=1, latent_mode="multi")
+    state = trm.state_dict()
+    state["z_init"] = state["z_init"].view(1, 1, -1)
+    multi.load_state_dict(state)
+    batch = tiny_batch(trm.config)
+    trm.eval(), multi.eval()
+    with torch.no_grad():
+        a, out_a = trm(trm.initial_carry(batch), batch)
+        b, out_b = multi(multi.initial_carry(batch), batch)
+    assert torch.equal(out_a["logits"], out_b["logits"]) and torch.equal(a.z, b.z[:, 0])
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"{FIXTURES} is absent (the shared fixtures sit beside the "
+                    "repository in the team checkout)")
+def test_grad_mode_changes_gradients_never_values_and_the_default_replays_the_official_code():
+    fx = load("mlp_t")
+    official_grads = {M.official_to_ours(k): v for k, v in fx["grads_call1"].items()}
+    for grad_mode in ("last_round", "one_step", "full"):
+        model = build(fx)
+        model.config.grad_mode = grad_mode  # a plain field: the network's shape does not depend on it
+        model.train()
+        carry, outputs = model(model.initial_carry(fx["batch"]), fx["batch"])
+        loss, metrics = M.act_loss(carry, outputs, model.config.loss_type)
+        check_step(carry, outputs, loss, metrics, fx["steps"][0], f"{grad_mode} call 1")
+        loss.backward()
+        grad = model.net.layers[0].mlp.down_proj.weight.grad
+        if grad_mode == "last_round":
+            close(grad, official_grads["net.layers.0.mlp.down_proj.weight"], "default gradient")
+        else:
+            assert not torch.allclose(grad, official_grads["net.layers.0.mlp.down_proj.weight"].to(grad.dtype))
+
+
+def test_default_model_keeps_its_state_dict_names_and_shapes():
+    model = M.TRM(M.TRMConfig(vocab_size=11, seq_len=81, mlp_t=True, pos_encodings="none"))
+    assert not any(k.startswith("net_H.") for k in model.state_dict())
+    assert model.z_init.shape == model.y_init.shape == (512,)
+    assert M.official_to_ours("_orig_mod.model.inner.L_level.layers.1.mlp.gate_up_proj.weight") == \
+        "net.layers.1.mlp.gate_up_proj.weight"
+    assert M.official_to_ours("model.inner.H_level.layers.3.self_attn.o_proj.weight") == \
+        "net_H.layers.3.self_attn.o_proj.weight", "HRM's f_H maps to net_H"
+
+
+def test_hrm_config_has_the_official_hrm_parameter_count():
+    C = train.configure([str(ROOT / "config" / "hrm_sudoku.py"), "--dtype=float32"])
+    assert (C["two_networks"], C["grad_mode"], C["no_ACT_continue"], C["mlp_t"]) == (True, "one_step", False, False)
+    assert (C["L_layers"], C["hidden_size"], C["H_cycles"], C["L_cycles"], C["halt_max_steps"]) == (4, 512, 2, 2, 16)
+    cfg = train.model_config(C, dict(vocab_size=11, seq_len=81, num_puzzle_identifiers=1))
+    with torch.device("meta"):  # shapes only
+        assert M.TRM(cfg).num_params() == 27_275_266
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(grad_mode="two_step"), "TRMConfig.grad_mode='two_step' is invalid; allowed: last_round \\| one_step \\| full"),
+    (dict(latent_mode="double"), "TRMConfig.latent_mode='double' is invalid; allowed: yz \\| single \\| multi"),
+    (dict(two_networks="yes"), "TRMConfig.two_networks='yes' is invalid; allowed: True \\| False"),
+    (dict(grad_mode="one_step", L_cycles=0), "TRMConfig.L_cycles=0 is invalid; allowed: an integer >= 1"),
+])
+def test_bad_switch_values_and_combinations_raise_one_clear_error(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model(**overrides)
+
+
+def test_a_bad_switch_on_the_command_line_is_one_line_naming_the_allowed_values(sudoku4, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:  # what the CLI prints, in-process
+        train.main([f"--data_dir={sudoku4}", f"--out_dir={tmp_path / 'o'}", "--grad_mode=fast", "--device=cpu",
+                    "--global_batch_size=16"])
+    assert str(exit_info.value) == ("train.py: TRMConfig.grad_mode='fast' is invalid; allowed: "
+                                    "last_round | one_step | full")
+
+
+def test_chart_labels_use_only_glyphs_plot_can_draw():
+    import ablate
+    assert all(set(label) <= set(ablate.plot.GLYPHS) for _, _, label, _, _ in ablate.ROWS)
+
+
+def test_ablate_trains_each_row_writes_table_and_chart_and_keeps_finished_rows(sudoku4, tmp_path, monkeypatch,
+                                                                                capsys):
+    import ablate
+    monkeypatch.chdir(ROOT)  # config files name each other relative to the repository, as for train.py
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny runs on a shared machine: spinning threads only cost
+    out = tmp_path / "ablate"
+    args = ["--rows=full,hrm", "--minutes=1", f"--out={out}", f"--data_dir={sudoku4}", "--hidden_size=16",
+            "--num_heads=2", "--puzzle_emb_ndim=16", "--halt_max_steps=2", "--max_steps=3",
+            "--global_batch_size=16", "--eval_interval=1000", "--log_interval=1"]
+    ablate.main(args)  # each row is a train.py subprocess
+    results = [json.loads((out / row / "result.json").read_text()) for row in ("full", "hrm")]
+    assert [r["optimizer_steps"] for r in results] == [3, 3]
+    assert results[1]["params"] > results[0]["params"], "HRM: two 4-layer networks"
+    table = (out / "table.md").read_text()
+    assert "| full TRM | 87.4% |" in table and "| HRM at the same width | 55.0% |" in table
+    assert (out / "ablations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    hrm_config = json.loads((out / "hrm" / "config.json").read_text())
+    assert (hrm_config["two_networks"], hrm_config["grad_mode"], hrm_config["L_layers"]) == (True, "one_step", 4)
+    capsys.readouterr()
+    (out / "table.md").unlink()
+    ablate.main(args)  # a rerun keeps the finished rows and rewrites the table from them
+    assert capsys.readouterr().out.count("finished earlier, kept") == 2 and (out / "table.md").read_text() == table
+    with pytest.raises(SystemExit, match="was trained with other settings"):
+        ablate.main(args[:-1] + ["--log_interval=2"])
