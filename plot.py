@@ -3,6 +3,7 @@
     python plot.py out-sudoku-cpu        # (re)draws out-sudoku-cpu/curves.png from metrics.jsonl
 """
 import json
+import math
 import os
 import struct
 import sys
@@ -121,6 +122,115 @@ def plot_curves(metrics_path, png_path):
     fig.savefig(png_path + ".tmp.png", dpi=100)
     plt.close(fig)
     os.replace(png_path + ".tmp.png", png_path)
+
+
+
+# ----------------------------------------------------------------------------------------------
+# sample.py's pictures: the test-time sweep chart and animated GIFs (LZW on the standard library)
+
+
+def plot_sweep(png_path, steps, panels, mark=None):
+    """Charts against supervision steps on a log2 axis, one panel per (title, values, ylim or None);
+    `mark` (the trained step count) is drawn as a grey vertical line."""
+    xs = np.log2(np.asarray(steps, float))
+    img = np.full((300, 420 * len(panels), 3), 255, np.uint8)
+    for i, (title, ys, ylim) in enumerate(panels):
+        x0, y0, w, h = 70 + 420 * i, 40, 320, 220
+        lo, hi = ylim or (min(ys), max(ys))
+        hi = hi if hi > lo else lo + 1
+
+        def px(x):
+            return x0 + 4 + (x - xs[0]) / max(xs[-1] - xs[0], 1e-9) * (w - 10)
+
+        def py(y):
+            return y0 + (1 - (min(max(y, lo), hi) - lo) / (hi - lo)) * (h - 2)
+
+        if mark is not None and steps[0] <= mark <= steps[-1]:
+            img[y0:y0 + h, int(round(px(math.log2(mark))))] = (170, 170, 170)
+            draw_text(img, int(round(px(math.log2(mark)))) + 4, y0 + 2, "trained", (120, 120, 120), scale=1)
+        img[y0:y0 + h, x0] = img[y0 + h - 1, x0:x0 + w] = (0, 0, 0)
+        draw_text(img, x0, y0 - 16, title)
+        for frac in (0, 0.5, 1):
+            value = lo + frac * (hi - lo)  # no exponents: the glyphs have no '+'
+            draw_text(img, x0 - 58, y0 + int((1 - frac) * (h - 1)) - 4,
+                      f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}", scale=1)
+        for s, x in zip(steps, xs):
+            img[y0 + h:y0 + h + 4, int(round(px(x)))] = (0, 0, 0)
+            draw_text(img, int(round(px(x))) - 2 * len(str(s)), y0 + h + 7, str(s), scale=1)
+        points = [(px(x), py(y)) for x, y in zip(xs, ys)]
+        draw_line(img, points, COLOURS[i % len(COLOURS)])
+        for x, y in points:
+            img[int(y) - 2:int(y) + 3, int(x) - 2:int(x) + 3] = COLOURS[i % len(COLOURS)]
+        draw_text(img, x0 + w // 2 - 68, y0 + h + 20, "supervision steps", scale=1)
+    write_png(png_path, img)
+
+
+def write_gif(path, frames, delays, loop=0):
+    """Frames (H, W, 3) uint8 of one size, at most 256 colours in all, as an animated GIF89a that
+    loops `loop` times (0 = forever); delays: how long each frame shows, in 1/100 s."""
+    h, w, _ = frames[0].shape
+    packed = [(f[..., 0].astype(np.int32) << 16) | (f[..., 1].astype(np.int32) << 8) | f[..., 2] for f in frames]
+    colours = np.unique(np.concatenate([p.reshape(-1) for p in packed]))
+    if len(colours) > 256:
+        raise ValueError(f"{path}: the frames hold {len(colours)} colours; a GIF palette holds 256")
+    bits = max(1, (len(colours) - 1).bit_length())  # the palette has 2**bits entries
+    palette = np.zeros((1 << bits, 3), np.uint8)
+    palette[:len(colours)] = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1)
+    out = [b"GIF89a", struct.pack("<HHBBB", w, h, 0x80 | (bits - 1) << 4 | (bits - 1), 0, 0), palette.tobytes(),
+           b"\x21\xff\x0bNETSCAPE2.0\x03\x01" + struct.pack("<H", loop) + b"\x00"]
+    min_code_size = max(2, bits)
+    for p, delay in zip(packed, delays):
+        out.append(b"\x21\xf9\x04\x00" + struct.pack("<H", int(delay)) + b"\x00\x00")  # graphic control
+        out.append(b"\x2c" + struct.pack("<HHHHB", 0, 0, w, h, 0))                     # image descriptor
+        data = lzw_encode(np.searchsorted(colours, p.reshape(-1)).tolist(), min_code_size)
+        out.append(bytes([min_code_size]) + b"".join(
+            bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\x00")
+    out.append(b"\x3b")
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(b"".join(out))
+    os.replace(tmp, path)
+
+
+def lzw_encode(pixels, min_code_size):
+    """GIF's variable-width LZW: codes grow from min_code_size + 1 to 12 bits, packed LSB first;
+    a clear code starts a fresh table when 4096 codes are taken."""
+    clear, stop = 1 << min_code_size, (1 << min_code_size) + 1
+    out, acc, n_bits = bytearray(), 0, 0
+    table, next_code, width = {}, stop + 1, min_code_size + 1
+
+    def emit(code):
+        nonlocal acc, n_bits
+        acc |= code << n_bits
+        n_bits += width
+        while n_bits >= 8:
+            out.append(acc & 255)
+            acc >>= 8
+            n_bits -= 8
+
+    emit(clear)
+    prefix = pixels[0]
+    for k in pixels[1:]:
+        key = prefix << 8 | k
+        if key in table:
+            prefix = table[key]
+            continue
+        emit(prefix)
+        if next_code < 4096:
+            table[key] = next_code
+            # The decoder adds this entry only on reading the next code, so it widens one code later.
+            if next_code == 1 << width and width < 12:
+                width += 1
+            next_code += 1
+        else:
+            emit(clear)
+            table, next_code, width = {}, stop + 1, min_code_size + 1
+        prefix = k
+    emit(prefix)
+    emit(stop)
+    if n_bits:
+        out.append(acc & 255)
+    return bytes(out)
 
 
 if __name__ == "__main__":

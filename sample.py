@@ -1,0 +1,868 @@
+r"""
+Solve puzzles with a trained TRM and watch it think: the answer after every supervision step, more
+test-time compute than in training (--steps, --sweep), or less (--halt=adaptive).
+
+    python sample.py --out_dir=out-sudoku-cpu                          # 3 test puzzles, every step shown
+    python sample.py --out_dir=out-sudoku-cpu --gif=solve.gif \
+        --puzzle=7.69.28......16..2.2...36.15.1..8.2629.63.5..6.42.....3.8.792..9.23..1........36.
+    python sample.py --out_dir=out-sudoku-cpu --puzzle_file=mine.txt   # one puzzle a line: question[,answer]
+    python sample.py --out_dir=out-sudoku-cpu --steps=32               # more supervision steps than trained
+    python sample.py --out_dir=out-sudoku-cpu --sweep=1,2,4,8,16,32,64 # test-set accuracy and time vs steps
+    python sample.py --out_dir=out-sudoku-cpu --eval --halt=adaptive --halt_p=0.5,0.9  # early exit vs fixed
+    python sample.py --official_ckpt=PATH --config=config/sudoku_mlp.py --puzzle=...   # official weights
+
+A Sudoku is its grid row by row, '.' or '0' for a blank; whitespace and the box rules '|', '-', '+'
+of a printed grid are ignored. Every answer is checked by the rules (a full grid, each digit once per
+row, column and box, the givens kept), so a puzzle without a known answer still gets solved / not solved.
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import dataset
+import prepare_sudoku as sudoku
+import train
+from dataset import IGNORE_LABEL_ID, DatasetError
+from model import TRM, Carry, TRMConfig, load_official_state_dict, official_to_ours
+from plot import draw_text, plot_sweep, write_gif
+
+UserError = train.UserError  # one-line messages, printed without a traceback
+
+
+# ----------------------------------------------------------------------------------------------
+# Sudoku: reading a puzzle, checking an answer, showing a step (the rules live in prepare_sudoku.py)
+
+BOX_RULES = str.maketrans("", "", " \t\r\n|-+")
+
+
+def sudoku_size(seq_len):
+    size = math.isqrt(seq_len)
+    return size if size * size == seq_len and size in sudoku.BOX_SHAPES else None
+
+
+def parse_sudoku(text, size, where):
+    """A typed grid -> tokens; wrong length, stray characters and givens that break the rules are refused."""
+    tokens = sudoku_cells(text, size, where)
+    clash = sudoku_clash(tokens, size)
+    if clash:
+        raise UserError(f"{where}: breaks the rules as given: {clash}; fix the givens")
+    return tokens
+
+
+def sudoku_cells(text, size, where):
+    cells = text.translate(BOX_RULES)
+    if len(cells) != size * size:
+        raise UserError(f"{where}: {len(cells)} cells, a {size}x{size} Sudoku has {size * size}; write the grid "
+                        f"row by row with '.' or '0' for a blank")
+    bad = [c for c in cells if c not in ".0" + "123456789"[:size]]
+    if bad:
+        raise UserError(f"{where}: {bad[0]!r} at cell {cells.index(bad[0]) + 1} is not a blank ('.' or '0') "
+                        f"or a digit 1-{size}")
+    return sudoku.encode_grid(cells.replace("0", "."), size)
+
+
+def sudoku_clash(tokens, size):
+    """'digit 5 twice in row 1' when the givens already repeat a digit in a row, column or box."""
+    for i, unit in enumerate(sudoku.units(size)):
+        digits = [int(t) - 1 for t in np.asarray(tokens)[unit] if t != sudoku.BLANK]
+        repeated = sorted({d for d in digits if digits.count(d) > 1})
+        if repeated:
+            return f"digit {repeated[0]} twice in {('row', 'column', 'box')[i // size]} {i % size + 1}"
+    return None
+
+
+def read_sudoku_file(path, size):
+    """One puzzle a line, `question` or `question,answer`; a CSV header line (sudoku-extreme's
+    source,question,answer,rating) picks its columns. Blank lines and # comments are skipped."""
+    rows, columns = [], (0, 1)
+    with open(path) as f:
+        lines = f.read().splitlines()
+    for n, line in enumerate(lines, 1):
+        fields = [s.strip() for s in line.split(",")]
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if "question" in fields:
+            columns = (fields.index("question"), fields.index("answer") if "answer" in fields else None)
+            continue
+        where = f"{path}:{n}"
+        question = parse_sudoku(fields[columns[0]], size, where)
+        answer = fields[columns[1]] if columns[1] is not None and columns[1] < len(fields) else ""
+        rows.append((where, question, parse_sudoku_answer(answer, question, size, where) if answer else None))
+    if not rows:
+        raise UserError(f"{path}: no puzzles in it; write one grid a line (question, or question,answer)")
+    return rows
+
+
+def parse_sudoku_answer(text, question, size, where):
+    answer = sudoku_cells(text, size, where + " (answer)")
+    if not sudoku.is_valid_solution(question, answer, size):
+        why = sudoku.explain_answer(question, answer, size)
+        raise UserError(f"{where}: the answer given is not a solution ({why}); fix it or leave it out")
+    return answer
+
+
+def sudoku_check(questions, preds, size):
+    """Per puzzle: a full grid, each digit once per row, column and box, the givens kept."""
+    return sudoku.valid_answers(questions, preds, size)
+
+
+def sudoku_explain(question, pred, size):
+    return sudoku.explain_answer(question, pred, size)
+
+
+def sudoku_conflicts(tokens, size):
+    """Cells whose digit repeats in one of their units (drawn red: wrong whatever the answer)."""
+    tokens = np.asarray(tokens).reshape(-1)
+    bad = np.zeros(size * size, bool)
+    for unit in sudoku.units(size):
+        values = tokens[unit]
+        for i, cell in enumerate(unit):
+            bad[cell] |= values[i] >= 2 and int((values == values[i]).sum()) > 1
+    return bad
+
+
+DIM, CHANGED, CONFLICT, FILLED, RESET = "\033[2m", "\033[1;30;43m", "\033[1;31m", "\033[36m", "\033[0m"
+
+
+def show_sudoku(pred, question, prev, size, color):
+    """prepare_sudoku.render's layout, each cell painted: givens dim, cells changed since the last
+    step highlighted, digits repeated in a row, column or box red."""
+    text = sudoku.render(pred, size)
+    if not color:
+        return text
+    question, pred = np.asarray(question).reshape(-1), np.asarray(pred).reshape(-1)
+    conflicts = sudoku_conflicts(pred, size)
+    styles = [DIM if question[i] != sudoku.BLANK else CHANGED if prev is not None and prev[i] != pred[i]
+              else CONFLICT if conflicts[i] else FILLED for i in range(size * size)]
+    out, cell = [], 0
+    for char in text:  # the cells are the characters that are not box rules; blanks stay plain
+        if char in " |-+\n":
+            out.append(char)
+            continue
+        out.append(char if char == "." else f"{styles[cell]}{char}{RESET}")
+        cell += 1
+    return "".join(out)
+
+
+PAPER, INK, GIVEN_BG, GIVEN_INK, CHANGED_BG, RED, GREEN, GREY = (
+    (255, 255, 255), (20, 20, 20), (225, 225, 225), (90, 90, 90), (255, 230, 120), (205, 30, 30), (30, 140, 50),
+    (170, 170, 170))
+MODEL_INK = (30, 90, 200)
+
+
+def sudoku_picture(pred, question, prev, size):
+    """The grid as an image: givens on grey, cells changed since the last step on yellow, repeats in red."""
+    cell = 30
+    img = np.full((size * cell + 1, size * cell + 1, 3), PAPER, np.uint8)
+    question, pred = np.asarray(question).reshape(-1), np.asarray(pred).reshape(-1)
+    conflicts = sudoku_conflicts(pred, size)
+    text = sudoku.decode_grid(pred, size)
+    for i in range(size * size):
+        y, x = (i // size) * cell, (i % size) * cell
+        given, changed = question[i] != sudoku.BLANK, prev is not None and prev[i] != pred[i]
+        img[y:y + cell, x:x + cell] = GIVEN_BG if given else CHANGED_BG if changed else PAPER
+        ink = GIVEN_INK if given else RED if conflicts[i] else MODEL_INK
+        if text[i] != ".":
+            draw_text(img, x + (cell - 9) // 2, y + (cell - 15) // 2, text[i] if text[i] != "?" else "-", ink, scale=3)
+    br, bc = sudoku.BOX_SHAPES[size]
+    for k in range(size + 1):  # thin cell lines, thick box lines
+        for axis, box in ((0, br), (1, bc)):
+            lo, hi = (k * cell - 1, k * cell + 1) if k % box == 0 else (k * cell, k * cell + 1)
+            index = (slice(max(lo, 0), hi), slice(None)) if axis == 0 else (slice(None), slice(max(lo, 0), hi))
+            img[index] = INK if k % box == 0 else GREY
+    return img
+
+
+def framed(grid, title, footer, footer_colour, width):
+    """A GIF frame: a title above the grid picture, a footer below, on a canvas `width` wide."""
+    margin, top = 14, 34
+    h, w, _ = grid.shape
+    img = np.full((top + h + 40, max(width, w + 2 * margin), 3), PAPER, np.uint8)
+    img[top - 1:top + h + 1, margin - 1:margin + w + 1] = GREY  # a thin border: open cells meet the paper
+    img[top:top + h, margin:margin + w] = grid
+    draw_text(img, margin, 10, title, INK, scale=2)
+    draw_text(img, margin, top + h + 14, footer, footer_colour, scale=2)
+    return img
+
+
+def sudoku_task(cfg, data_dir):
+    size = sudoku_size(cfg.seq_len)
+    if size is None or cfg.vocab_size != size + 2:
+        raise UserError(f"the checkpoint's shape (vocab_size={cfg.vocab_size}, seq_len={cfg.seq_len}) is no Sudoku "
+                        f"this code knows (4x4, 6x6, 9x9: vocab size + 2, seq_len size*size)")
+    return dict(name="sudoku", solved_words="the rules hold and the givens are kept",
+                parse=lambda text, where: [(where, parse_sudoku(text, size, where), None)],
+                read_file=lambda path: read_sudoku_file(path, size),
+                check=lambda q, p: sudoku_check(q, p, size),
+                explain=lambda q, p: sudoku_explain(q, p, size),
+                show=lambda p, q, prev, color: show_sudoku(p, q, prev, size, color),
+                picture=lambda p, q, prev: sudoku_picture(p, q, prev, size),
+                describe=lambda q: f"{int((np.asarray(q) != sudoku.BLANK).sum())} givens")
+
+
+def maze_task(cfg, data_dir):
+    """Mazes through prepare_maze.py: '#' wall, ' ' or '.' open, S, G; solved = a shortest S-G path."""
+    import prepare_maze as maze
+    size = math.isqrt(cfg.seq_len)
+
+    def parse(text, where):
+        tokens = maze.parse_maze(text, path=where)
+        if len(tokens) != cfg.seq_len:
+            raise UserError(f"{where}: a {math.isqrt(len(tokens))}x{math.isqrt(len(tokens))} maze; this checkpoint "
+                            f"solves {size}x{size} mazes")
+        return [(where, np.where(tokens == maze.PATH, maze.OPEN, tokens).astype(np.uint8), None)]
+
+    def read_file(path):
+        with open(path) as f:
+            text = f.read()
+        if not text.lstrip().lower().startswith("source,question"):
+            return parse(text, path)  # one maze, drawn
+        d = maze.read_csv(path, size)
+        return [(f"{path}:{line}", q, a) for line, q, a in zip(d["line"].tolist(), d["q"], d["a"])]
+
+    return dict(name="maze", solved_words="a shortest path from S to G", parse=parse, read_file=read_file,
+                check=lambda q, p: maze.check_paths(q, p, size)[1],
+                explain=lambda q, p: maze.explain_path(q, p, size) or "a shortest path from S to G",
+                show=lambda p, q, prev, color: maze.render(p, size, question=q, color=color),
+                picture=lambda p, q, prev: maze_picture(p, prev, size, maze),
+                describe=lambda q: f"{size}x{size} maze")
+
+
+def maze_picture(pred, prev, size, maze):
+    """Walls dark, S green, G red, the path blue (orange where it changed since the last step)."""
+    cell = max(3, min(24, 320 // size))
+    colours = np.array([PAPER, (60, 60, 60), PAPER, GREEN, RED, MODEL_INK, (240, 140, 20)], np.uint8)
+    pred = np.asarray(pred).reshape(-1).astype(np.intp)
+    index = np.where(pred < len(colours) - 1, pred, 0)
+    if prev is not None:
+        index = np.where((pred == maze.PATH) & (np.asarray(prev).reshape(-1) != pred), len(colours) - 1, index)
+    return np.kron(colours[index].reshape(size, size, 3), np.ones((cell, cell, 1), np.uint8))
+
+
+ARC_COLOURS = [(0, 0, 0), (0, 116, 217), (255, 65, 54), (46, 204, 64), (255, 220, 0), (170, 170, 170),
+               (240, 18, 190), (255, 133, 27), (127, 219, 255), (135, 12, 37)]  # ARC's own palette, 0-9
+
+
+def arc_task(cfg, data_dir):
+    """ARC through prepare_arc.py: a task JSON gives one puzzle per test input; the answer is the
+    cropped grid; there is no rule to check, only the known output when the task has one."""
+    import prepare_arc as arc
+    side = math.isqrt(cfg.seq_len)  # the canvas: 30x30 in the paper, smaller for CPU runs
+
+    def parse(text, where):
+        try:
+            task = arc.load_task(text)
+        except arc.InputError as e:
+            raise UserError(str(e)) from None
+        names = arc_identifiers(data_dir)
+        if task["id"] not in names:
+            raise UserError(f"{where}: task {task['id']} is not among the {len(names)} tasks this checkpoint "
+                            f"learned ({data_dir}/identifiers.json); TRM answers only tasks it trained on")
+        rows = []
+        for i, (question, answer) in enumerate(task["test"]):
+            too_big = [g.shape for g in (question, answer) if g is not None and max(g.shape) > side]
+            if too_big:
+                raise UserError(f"{where}: test {i} has a {too_big[0][0]}x{too_big[0][1]} grid, larger than this "
+                                f"checkpoint's {side}x{side} canvas")
+            label = None if answer is None else arc.to_canvas(answer, side=side).astype(np.int32)
+            if label is not None:
+                label[label == arc.PAD] = IGNORE_LABEL_ID  # as the dataset's ignore_label_id
+            rows.append((f"{where} test {i}", arc.to_canvas(question, side=side), label, names.index(task["id"])))
+        return rows
+
+    def show(pred, question, prev, color):
+        return arc.render(arc.crop(pred), color=color)
+
+    def picture(pred, question, prev):
+        grid = arc.crop(pred)
+        cell = max(4, min(20, 300 // max(1, *grid.shape)))
+        return np.kron(np.array(ARC_COLOURS, np.uint8)[grid], np.ones((cell, cell, 1), np.uint8)) if grid.size \
+            else np.full((cell, cell, 3), PAPER, np.uint8)
+
+    return dict(name="arc", solved_words="", parse=parse, read_file=lambda path: parse(path, path),
+                check=lambda q, p: None, explain=lambda q, p: "", show=show, picture=picture,
+                describe=lambda q: "{}x{} input".format(*arc.crop(q).shape))
+
+
+def arc_identifiers(data_dir):
+    path = os.path.join(data_dir, "identifiers.json")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found; an ARC puzzle needs the dataset the checkpoint trained on (--data_dir)")
+    with open(path) as f:
+        return json.load(f)
+
+
+# Each task: a function of (model config, data_dir) giving its parse / read_file / check / explain / show /
+# picture / describe functions (sudoku_task shows what each takes). parse and read_file return rows
+# (name, question tokens, answer tokens or None[, puzzle identifier]); check returns None where no rule exists.
+TASKS = {"sudoku": sudoku_task, "maze": maze_task, "arc": arc_task}
+
+
+def looks_like(text):
+    """The task a typed puzzle seems to be, to catch a puzzle given to another task's checkpoint."""
+    if text.endswith(".json"):
+        return "arc"
+    chars = set(text)
+    if chars <= set("#SGo. \t\r\n") and "S" in chars:
+        return "maze"
+    if chars <= set("0123456789.|-+ \t\r\n"):
+        return "sudoku"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading a model: our checkpoint with its EMA weights, or an official state dict with a config
+
+
+def load_run(out_dir, device, dtype):
+    """(model with EMA weights, training settings C) from out_dir/ckpt.pt."""
+    path = os.path.join(out_dir, "ckpt.pt")
+    if not os.path.isdir(out_dir):
+        raise UserError(f"out_dir {out_dir!r} not found; pass --out_dir=<a directory train.py wrote> "
+                        f"(e.g. out-sudoku-cpu after `python train.py config/sudoku_cpu.py`)")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found; train first (python train.py ... --out_dir={out_dir}) or pass "
+                        f"--out_dir=<a run directory with ckpt.pt>")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        C, fields, weights = state["config"], dict(state["model_config"]), state["model"]
+    except Exception as e:  # truncated, corrupt, or not ours
+        raise UserError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:100]}); "
+                        f"is it a train.py checkpoint?") from None
+    fields["forward_dtype"] = train.resolve_dtype(dtype, device)
+    try:
+        model = TRM(TRMConfig(**fields))
+        model.load_state_dict(weights)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path} does not fit this model.py ({str(e).splitlines()[0][:160]}); was it written by "
+                        f"another version?") from None
+    if state.get("ema"):  # evaluation uses the EMA of the weights, as train.py's does
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(state["ema"]["shadow"][name])
+    return model.to(device).eval(), C
+
+
+def load_official(path, config, data_dir, device, dtype):
+    """(model, settings C) from a state dict saved by the official code and the train.py config
+    file it was trained with."""
+    if not config:
+        raise UserError("--official_ckpt needs --config=<the config/*.py it was trained with>, "
+                        "e.g. --config=config/sudoku_mlp.py")
+    C = train.configure([config])
+    C["data_dir"] = data_dir or C["data_dir"]
+    if not os.path.isfile(path):
+        raise UserError(f"--official_ckpt={path}: file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+        ours = {official_to_ours(k): v for k, v in state.items()}
+    except Exception as e:
+        raise UserError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:100]}); is it a state dict?") from None
+    for key in train.FROM_DATASET:
+        C[key] = None
+    C["dtype"] = train.resolve_dtype(dtype, device)
+    model = TRM(train.model_config(C, official_shape(ours, C)))
+    try:
+        load_official_state_dict(model, state)
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from None
+    return model.to(device).eval(), C
+
+
+def official_shape(weights, C):
+    """vocab_size, seq_len and num_puzzle_identifiers of official weights: the puzzle table and the
+    token embedding give two; seq_len comes from the dataset when at hand, else from MLP-t's width,
+    else from the task's usual shape."""
+    meta = split_meta(C["data_dir"]) or {}
+    vocab = weights["embed_tokens"].shape[0] if "embed_tokens" in weights else meta.get("vocab_size")
+    ids = weights["puzzle_emb.weights"].shape[0] if "puzzle_emb.weights" in weights else 1
+    seq_len = meta.get("seq_len")
+    if seq_len is None and "net.layers.0.mlp_t.down_proj.weight" in weights:
+        prefix = TRMConfig(hidden_size=C["hidden_size"], num_heads=C["num_heads"], puzzle_emb_ndim=C["puzzle_emb_ndim"],
+                           puzzle_emb_len=C["puzzle_emb_len"], mlp_t=True, pos_encodings="none").prefix_len
+        seq_len = weights["net.layers.0.mlp_t.down_proj.weight"].shape[0] - prefix
+    if seq_len is None:
+        seq_len = next((s for (v, s) in dataset.TASK_SHAPES if v == vocab), None)
+    if vocab is None or seq_len is None:
+        raise UserError("cannot tell the puzzle shape of these weights; pass --data_dir=<the dataset they were "
+                        "trained on>")
+    return dict(vocab_size=int(vocab), seq_len=int(seq_len), num_puzzle_identifiers=int(ids))
+
+
+def split_meta(data_dir, split="test"):
+    try:
+        return dataset.load_split(data_dir, split)[0]
+    except DatasetError:
+        return None
+
+
+def task_of(cfg, data_dir, split):
+    """The checkpoint's task: from its dataset's metadata when at hand, else from the model's shape."""
+    meta = split_meta(data_dir, split)
+    if meta and (meta["vocab_size"], meta["seq_len"]) != (cfg.vocab_size, cfg.seq_len):
+        raise UserError(f"{data_dir} holds vocab_size={meta['vocab_size']}, seq_len={meta['seq_len']} but the "
+                        f"checkpoint was trained on vocab_size={cfg.vocab_size}, seq_len={cfg.seq_len}; "
+                        f"pass --data_dir=<its dataset>")
+    name = dataset.task_of(meta or {}) or dataset.task_of(dict(vocab_size=cfg.vocab_size, seq_len=cfg.seq_len))
+    if name is None and sudoku_size(cfg.seq_len) and cfg.vocab_size == sudoku_size(cfg.seq_len) + 2:
+        name = "sudoku"  # 4x4 and 6x6 Sudoku have no official shape to recognise
+    if name not in TASKS:
+        raise UserError(f"the checkpoint's task {name or 'unknown'!r} has no support in sample.py yet "
+                        f"(supported: {', '.join(TASKS)})")
+    return TASKS[name](cfg, data_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# Puzzles: a batch of numpy arrays plus a name per row
+
+
+def user_puzzles(task, args, ckpt_task):
+    """--puzzle (a string, or a file for tasks whose puzzles are files) or --puzzle_file."""
+    if args.puzzle is not None:
+        text, where = args.puzzle, "--puzzle"
+        if os.path.isfile(text) and looks_like(text) != "sudoku":  # a maze drawn in a file, an ARC task
+            where = text
+            if not text.endswith(".json"):
+                with open(text) as f:
+                    text = f.read()
+        guess = looks_like(args.puzzle if args.puzzle.endswith(".json") else text)
+        if guess and guess != ckpt_task:
+            raise UserError(f"--puzzle looks like a {guess} puzzle but the checkpoint solves {ckpt_task}; "
+                            f"pass a {guess} checkpoint (--out_dir=...)")
+        rows = task["parse"](text, where)
+    else:
+        if not os.path.isfile(args.puzzle_file):
+            raise UserError(f"--puzzle_file={args.puzzle_file}: file not found")
+        rows = task["read_file"](args.puzzle_file)
+    return batch_of(rows)
+
+
+def batch_of(rows):
+    """Rows (name, question, answer or None[, puzzle identifier]) -> (batch of numpy arrays, names)."""
+    inputs = np.stack([np.asarray(r[1], np.int32) for r in rows])
+    labels = np.stack([np.full(len(r[1]), IGNORE_LABEL_ID, np.int32) if r[2] is None else np.asarray(r[2], np.int32)
+                       for r in rows])
+    ids = np.array([r[3] if len(r) > 3 else 0 for r in rows], np.int32)  # 0: the blank identifier
+    return dict(inputs=inputs, labels=labels, puzzle_identifiers=ids), [r[0] for r in rows]
+
+
+def test_puzzles(data_dir, split, limit):
+    """The first `limit` examples of a split (0 = all), labels and identifiers as training saw them."""
+    batches, total = [], 0
+    try:
+        for batch, real in dataset.eval_batches(data_dir, split, 1024):
+            batches.append({k: v[:real] for k, v in batch.items()})
+            total += real
+            if limit and total >= limit:
+                break
+    except DatasetError as e:
+        raise UserError(f"{e} (or give your own puzzle with --puzzle / --puzzle_file)") from None
+    rows = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    rows = {k: v[:limit] if limit else v for k, v in rows.items()}
+    return rows, [f"{split} #{i}" for i in range(len(rows["inputs"]))]
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference: supervision steps, past the trained limit, with adaptive early exit
+
+
+def halt_logit(p):
+    """The q_halt above which sigmoid(q_halt) > p; p = 0.5 gives ACT's own rule, q_halt > 0."""
+    return math.log(p / (1 - p))
+
+
+def solve(model, batch, steps, halt_p=None, on_step=None):
+    """Run `steps` supervision steps on a batch (torch tensors). Adaptive halting (halt_p given): a
+    puzzle stops after the step where sigmoid(q_halt) > halt_p and leaves the batch, so that later
+    steps cost less. on_step(step, rows, outputs): rows are the batch indices of the outputs.
+    Returns (preds (B, L), q_halt (B,), steps taken (B,)) at each puzzle's last step."""
+    B = len(batch["inputs"])
+    preds, q_halt = batch["inputs"].clone(), torch.zeros(B, dtype=torch.float32, device=batch["inputs"].device)
+    taken = torch.zeros(B, dtype=torch.int32, device=batch["inputs"].device)
+    rows = torch.arange(B, device=batch["inputs"].device)
+    # TRM.forward forces a halt at config.halt_max_steps (a halted slot restarts at the next call);
+    # a copy of the config whose limit is `steps` lets the same forward run on, numerics unchanged.
+    trained = model.config
+    model.config = dataclasses.replace(trained, halt_max_steps=steps)
+    try:
+        carry = model.initial_carry(batch)
+        for step in range(1, steps + 1):
+            carry, outputs = model(carry, batch)
+            preds[rows], q_halt[rows], taken[rows] = outputs["preds"].to(preds.dtype), outputs["q_halt_logits"], step
+            if on_step:
+                on_step(step, rows, outputs)
+            if halt_p is not None:
+                going = outputs["q_halt_logits"] <= halt_logit(halt_p)
+                if not going.all():  # drop the halted rows: the saving is real compute
+                    rows, batch = rows[going], {k: v[going] for k, v in batch.items()}
+                    carry = Carry(carry.y[going], carry.z[going], carry.steps[going], carry.halted[going],
+                                  {k: v[going] for k, v in carry.data.items()})
+                if not len(rows):
+                    break
+    finally:
+        model.config = trained
+    return preds, q_halt, taken
+
+
+@torch.inference_mode()
+def solve_set(model, puzzles, steps, halt_p, batch_size, device, snapshots=(), desc="solve", bar=True):
+    """Every puzzle in batches. Returns preds, q_halt, steps taken (numpy), wall seconds, and for each
+    step in `snapshots` the predictions after that step and the seconds spent up to it."""
+    n = len(puzzles["inputs"])
+    out = dict(preds=np.empty_like(puzzles["inputs"]), q_halt=np.empty(n, np.float32), steps=np.empty(n, np.int32))
+    snap = {s: dict(preds=np.empty_like(puzzles["inputs"]), q_halt=np.empty(n, np.float32), seconds=0.0)
+            for s in snapshots}
+    seconds = 0.0
+    for lo in tqdm(range(0, n, batch_size), desc=desc, leave=False, dynamic_ncols=True, disable=None if bar else True):
+        batch = {k: torch.from_numpy(np.ascontiguousarray(v[lo:lo + batch_size])).to(device)
+                 for k, v in puzzles.items()}
+        start = time.perf_counter()
+
+        def record(step, rows, outputs):
+            if step in snap:
+                at = lo + rows.cpu().numpy()
+                snap[step]["preds"][at] = outputs["preds"].cpu().numpy()
+                snap[step]["q_halt"][at] = outputs["q_halt_logits"].float().cpu().numpy()
+                snap[step]["seconds"] += time.perf_counter() - start
+
+        preds, q_halt, taken = solve(model, batch, steps, halt_p, record if snap else None)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - start
+        out["preds"][lo:lo + batch_size] = preds.cpu().numpy()
+        out["q_halt"][lo:lo + batch_size] = q_halt.cpu().numpy()
+        out["steps"][lo:lo + batch_size] = taken.cpu().numpy()
+    return dict(out, seconds=seconds, snapshots=snap)
+
+
+def score(task, puzzles, preds):
+    """exact (vs the known answer, over puzzles that have one), valid (by the rules), cell accuracy."""
+    labels = puzzles["labels"]
+    known = (labels != IGNORE_LABEL_ID).any(1)
+    supervised = labels != IGNORE_LABEL_ID
+    exact = ((preds == labels) | ~supervised).all(1)
+    cells = ((preds == labels) & supervised).sum(1) / np.maximum(supervised.sum(1), 1)
+    valid = task["check"](puzzles["inputs"], preds)
+    return dict(exact=exact[known].mean() if known.any() else float("nan"),
+                cells=cells[known].mean() if known.any() else float("nan"),
+                valid=float(np.mean(valid)) if valid is not None else float("nan"), known=int(known.sum()))
+
+
+# ----------------------------------------------------------------------------------------------
+# The three modes: show puzzles step by step, evaluate a set (adaptive vs fixed), sweep the steps
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def verdict(task, question, pred, label):
+    """(solved, words): by the rules where the task has them, else against the known answer (None: unknown)."""
+    known = label is not None and bool((label != IGNORE_LABEL_ID).any())
+    matches = known and bool(((pred == label) | (label == IGNORE_LABEL_ID)).all())
+    valid = task["check"](question[None], pred[None])
+    if valid is None:
+        return (matches if known else None), ("matches the known answer" if matches else
+                                              "differs from the known answer" if known else "no rule to check it by")
+    if not valid[0]:
+        return False, task["explain"](question, pred)
+    words = task["solved_words"]
+    if known:
+        words += ", matches the known answer" if matches else \
+            f", but differs from the known answer in {int((pred != label).sum())} cells"
+    return True, words
+
+
+def outcome(ok):
+    return "solved" if ok else "not solved" if ok is False else "answered"
+
+
+def show(task, model, puzzles, names, steps, halt_p, args, device):
+    """Solve every puzzle, print the first args.show step by step and the rest one line each; GIF of the first."""
+    history = {}  # row -> [(step, preds, q_halt)]
+
+    def record(step, rows, outputs):
+        for r, p, q in zip(rows.tolist(), outputs["preds"].cpu().numpy(), outputs["q_halt_logits"].float().tolist()):
+            history.setdefault(r, []).append((step, p, q))
+
+    with torch.inference_mode():
+        solve(model, {k: torch.from_numpy(v).to(device) for k, v in puzzles.items()}, steps, halt_p, record)
+    threshold = halt_logit(args.halt_p[0])  # what "halt" means in the display, adaptive or not
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+    width = shutil.get_terminal_size((100, 24)).columns
+    trained, solved = model.config.halt_max_steps, 0
+    for r, name in enumerate(names):
+        question, seen = puzzles["inputs"][r], history[r]
+        ok, words = verdict(task, question, seen[-1][1], puzzles["labels"][r])
+        solved += bool(ok)
+        first = next((s for s, _, q in seen if q > threshold), None)
+        rule = f"p(halt) > {args.halt_p[0]:g}"
+        halting = f"{rule} first at step {first}" if first else f"never {rule} in {len(seen)} steps"
+        if r >= args.show:
+            print(f"{name}: {outcome(ok)} after {len(seen)} steps ({words}; {halting})")
+            continue
+        print(f"\n{name}, {task['describe'](question)}: {len(seen)} supervision steps" +
+              (f" (trained with {trained})" if steps != trained else "") + (f", stop at {rule}" if halt_p else ""))
+        panels = [(["question", ""], task["show"](question, question, None, color))]
+        for run, prev in step_runs(seen, threshold):
+            (first_step, pred, q), last_step = run[0], run[-1][0]
+            changed = f", {int((pred != prev).sum())} changed" if prev is not None else ""
+            p_halt = sorted({f"{sigmoid(x):.2f}" for _, _, x in run}, key=float)
+            head = [f"step {first_step}{changed}" if len(run) == 1 else f"steps {first_step}-{last_step}{changed}",
+                    f"p(halt) {'-'.join(p_halt[::max(1, len(p_halt) - 1)])} {'halt' if q > threshold else 'go on'}"]
+            panels.append((head, task["show"](pred, question, prev, color)))
+        print(side_by_side(panels, width))
+        print(f"{outcome(ok)}: {words}; {halting}")
+        if r == 0 and args.gif:
+            write_solve_gif(args.gif, task, question, seen, ok, threshold)
+            print(f"wrote {args.gif} ({len(seen) + 1} frames)")
+    budget = f"at most {steps} steps, adaptive halting" if halt_p else f"{steps} steps"
+    print(f"\n{solved} of {len(names)} solved ({budget})")
+    return history
+
+
+def step_runs(seen, threshold):
+    """Consecutive steps with the same answer and the same halting decision, grouped (one panel
+    each), with the answer before them."""
+    runs, prev = [], None
+    for entry in seen:
+        first = runs[-1][0][0] if runs else None
+        if first and np.array_equal(entry[1], first[1]) and (entry[2] > threshold) == (first[2] > threshold):
+            runs[-1][0].append(entry)
+        else:
+            runs.append(([entry], prev))
+        prev = entry[1]
+    return runs
+
+
+ANSI_CODE = re.compile(r"\033\[[0-9;]*m")
+
+
+def side_by_side(panels, width, gap=4):
+    """Panels (header lines, text maybe with colour codes) in rows that fit the terminal's width."""
+    def visible(line):
+        return len(ANSI_CODE.sub("", line))
+
+    blocks, row, used = [], [], 0
+    for head, text in panels:
+        lines = head + text.splitlines()
+        cols = max(visible(line) for line in lines)
+        if row and used + gap + cols > width:
+            blocks.append(row)
+            row, used = [], 0
+        used += cols + (gap if row else 0)
+        row.append((lines, cols))
+    blocks.append(row)
+    out = []
+    for row in blocks:
+        height = max(len(lines) for lines, _ in row)
+        out.append("\n".join((" " * gap).join(
+            (lines[k] if k < len(lines) else "") + " " * (cols - visible(lines[k] if k < len(lines) else ""))
+            for lines, cols in row).rstrip() for k in range(height)))
+    return "\n\n".join(out)
+
+
+def write_solve_gif(path, task, question, steps_seen, ok, threshold):
+    """One frame for the question, one per supervision step; the last one stays longer."""
+    parts = [(task["picture"](question, question, None), "question", "", INK)]
+    prev = question
+    for i, (step, pred, q) in enumerate(steps_seen):
+        footer, colour = f"p(halt) {sigmoid(q):.2f} {'halt' if q > threshold else 'go on'}", INK
+        if i == len(steps_seen) - 1 and ok is not None:
+            footer, colour = ("solved" if ok else "not solved") + f"  p(halt) {sigmoid(q):.2f}", GREEN if ok else RED
+        parts.append((task["picture"](pred, question, prev), f"step {step} of {len(steps_seen)}", footer, colour))
+        prev = pred
+    height = max(grid.shape[0] for grid, *_ in parts)  # ARC answers change shape: pad all to one size
+    texts = [text for _, title, footer, _ in parts for text in (title, footer)]
+    width = max([grid.shape[1] for grid, *_ in parts] + [8 * len(text) for text in texts]) + 28  # 4 px a glyph
+    frames = [framed(np.pad(grid, ((0, height - grid.shape[0]), (0, 0), (0, 0)), constant_values=255),
+                     title, footer, colour, width) for grid, title, footer, colour in parts]
+    try:
+        write_gif(path, frames, [120] + [80] * (len(frames) - 2) + [300])
+    except OSError as e:
+        raise UserError(f"--gif={path}: cannot write ({e.strerror})") from None
+
+
+def evaluate(task, model, puzzles, steps, args, device):
+    """Every puzzle of the set with fixed steps and, for --halt=adaptive, with early exit at each
+    --halt_p too. The runs alternate batch by batch, in an order rotated each batch, so that other
+    jobs on a busy machine slow each alike."""
+    modes = [None] + (args.halt_p if args.halt == "adaptive" else [])
+    n, size = len(puzzles["inputs"]), args.batch_size
+    results = {m: dict(preds=np.empty_like(puzzles["inputs"]), steps=np.empty(n, np.int32),
+                       seconds=[0.0] * args.repeats) for m in modes}
+    solve_set(model, {k: v[:8] for k, v in puzzles.items()}, 1, None, size, device, bar=False)  # warm-up
+    with tqdm(total=args.repeats * n * len(modes), desc="eval", leave=False, dynamic_ncols=True, disable=None) as bar:
+        for rep in range(args.repeats):
+            for i, lo in enumerate(range(0, n, size)):
+                chunk = {k: v[lo:lo + size] for k, v in puzzles.items()}
+                turn = (i + rep) % len(modes)
+                for halt_p in modes[turn:] + modes[:turn]:
+                    r = solve_set(model, chunk, steps, halt_p, size, device, bar=False)
+                    results[halt_p]["seconds"][rep] += r["seconds"]
+                    results[halt_p]["preds"][lo:lo + size], results[halt_p]["steps"][lo:lo + size] = \
+                        r["preds"], r["steps"]
+                    bar.update(len(chunk["inputs"]))
+    print(f"{n} puzzles, {device} {model.config.forward_dtype}, batch {size}, {args.repeats} timed run(s) each, "
+          f"interleaved batch by batch")
+    print("| halting | mean steps | wall time (s) | speed-up | exact | valid by the rules | cells |")
+    print("|---|---|---|---|---|---|---|")
+    fixed_time = float(np.median(results[None]["seconds"]))
+    for halt_p, r in results.items():
+        r.update(score(task, puzzles, r["preds"]), time=float(np.median(r["seconds"])))
+        name = f"fixed {steps} steps" if halt_p is None else \
+            f"adaptive: p(halt) > {halt_p:g}" + (" (q_halt > 0)" if halt_p == 0.5 else "") + f", at most {steps}"
+        print(f"| {name} | {r['steps'].mean():.2f} | {', '.join(f'{t:.1f}' for t in r['seconds'])} | "
+              f"{fixed_time / r['time']:.2f}x | {fmt(r['exact'])} | {fmt(r['valid'])} | {fmt(r['cells'])} |")
+    for halt_p in modes[1:]:
+        fixed, adapt = results[None], results[halt_p]
+        solved = "exact" if fixed["known"] else "valid"
+        print(f"adaptive p(halt) > {halt_p:g}: {fixed['time'] / adapt['time']:.2f}x faster (median wall time), "
+              f"{solved} accuracy {100 * (adapt[solved] - fixed[solved]):+.1f} points")
+    return results
+
+
+def fmt(x):
+    return "-" if x != x else f"{100 * x:.1f}%"
+
+
+def sweep(task, model, puzzles, step_counts, args, device, chart):
+    """One run to the largest step count, predictions and time read off at each count asked for:
+    the same numbers as separate runs (a step does not depend on the limit), for a fraction of the time."""
+    r = solve_set(model, puzzles, max(step_counts), None, args.batch_size, device, snapshots=step_counts,
+                  desc="sweep")
+    trained = model.config.halt_max_steps
+    n = len(puzzles["inputs"])
+    print(f"{n} puzzles, {device} {model.config.forward_dtype}, batch {args.batch_size}; trained with {trained} steps")
+    print("| steps | exact | valid by the rules | cells | q_halt > 0 | time (s) | ms per puzzle |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for s in step_counts:
+        snap = r["snapshots"][s]
+        sc = score(task, puzzles, snap["preds"])
+        rows.append((s, sc, snap["seconds"]))
+        mark = " (trained)" if s == trained else ""
+        print(f"| {s}{mark} | {fmt(sc['exact'])} | {fmt(sc['valid'])} | {fmt(sc['cells'])} | "
+              f"{fmt(float(np.mean(snap['q_halt'] > 0)))} | {snap['seconds']:.1f} | "
+              f"{1000 * snap['seconds'] / n:.1f} |")
+    solved = [sc["exact"] if sc["known"] else sc["valid"] for _, sc, _ in rows]
+    times = [t for _, _, t in rows]
+    plot_sweep(chart, step_counts, [("percent solved", [100 * x for x in solved], (0, 100)),
+                                    ("seconds", times, (0, max(times)))], mark=trained)
+    print(f"wrote {chart}")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage dump
+        raise UserError(f"{message}; see python sample.py --help")
+
+
+def build_parser():
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out_dir", default="out", help="run directory holding ckpt.pt (default %(default)s)")
+    p.add_argument("--official_ckpt", metavar="PATH", help="a state dict saved by the official TRM code")
+    p.add_argument("--config", metavar="FILE", help="with --official_ckpt: the config/*.py it was trained with")
+    p.add_argument("--data_dir", help="test puzzles from here (default: the checkpoint's data_dir)")
+    p.add_argument("--split", default="test", help="split of the dataset to take puzzles from (default %(default)s)")
+    p.add_argument("--puzzle", help="one puzzle (Sudoku: the grid row by row, '.' or '0' for blanks)")
+    p.add_argument("--puzzle_file", help="many puzzles (Sudoku: one a line, question or question,answer)")
+    p.add_argument("--show", type=int, default=3, help="puzzles shown step by step (default %(default)s)")
+    p.add_argument("--steps", type=int, help="supervision steps (default: the trained halt_max_steps; more is allowed)")
+    p.add_argument("--halt", choices=["fixed", "adaptive"], default="fixed",
+                   help="adaptive: stop a puzzle after the step where p(halt) = sigmoid(q_halt) > --halt_p "
+                        "(default %(default)s)")
+    p.add_argument("--halt_p", default="0.5", metavar="P[,P...]",
+                   help="adaptive halting's threshold; 0.5 is ACT's q_halt > 0; --eval takes a list to compare "
+                        "(default %(default)s)")
+    p.add_argument("--eval", action="store_true", help="score the whole set (fixed and, with --halt=adaptive, both)")
+    p.add_argument("--sweep", metavar="LIST", help="score the set after each of these step counts, e.g. 1,2,4,8,16")
+    p.add_argument("--chart", help="the sweep's PNG chart (default: out_dir/sweep.png)")
+    p.add_argument("--num_puzzles", type=int, default=0,
+                   help="solve the first N puzzles of the set (default: --show of them; --eval/--sweep: all)")
+    p.add_argument("--batch_size", type=int, default=256, help="puzzles per batch (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=1, help="--eval: timed runs of each halting, interleaved")
+    p.add_argument("--gif", help="write the first puzzle's solve as an animated GIF, one frame per step")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float32 | float64")
+    return p
+
+
+def parse_args(argv):
+    args = build_parser().parse_args(argv)
+    for name, lowest in (("steps", 1), ("show", 0), ("num_puzzles", 0), ("batch_size", 1), ("repeats", 1)):
+        value = getattr(args, name)
+        if value is not None and value < lowest:
+            raise UserError(f"--{name}={value}: must be at least {lowest}")
+    try:
+        args.halt_p = [float(x) for x in args.halt_p.split(",")]
+    except ValueError:
+        raise UserError(f"--halt_p={args.halt_p}: give probabilities like 0.5 or 0.5,0.9") from None
+    if not all(0 < x < 1 for x in args.halt_p):
+        raise UserError(f"--halt_p={args.halt_p}: each threshold must lie strictly between 0 and 1")
+    if len(args.halt_p) > 1 and not args.eval:
+        raise UserError("--halt_p takes a list only with --eval (to compare); give one value")
+    if args.puzzle is not None and args.puzzle_file:
+        raise UserError("--puzzle and --puzzle_file both given; pass one of them")
+    if args.sweep is not None:
+        try:
+            args.sweep = sorted({int(s) for s in args.sweep.split(",") if s.strip()})
+        except ValueError:
+            raise UserError(f"--sweep={args.sweep}: give step counts separated by commas, e.g. 1,2,4,8,16") from None
+        if not args.sweep or args.sweep[0] < 1:
+            raise UserError(f"--sweep={args.sweep}: step counts must be at least 1, e.g. 1,2,4,8,16")
+    if args.gif and (args.eval or args.sweep):
+        raise UserError("--gif draws a shown puzzle's solve; drop --eval / --sweep for it")
+    if args.config and not args.official_ckpt:
+        raise UserError("--config is for --official_ckpt; our checkpoints carry their own config (--out_dir)")
+    return args
+
+
+def run(args):
+    device = train.resolve_device(args.device)
+    if args.official_ckpt:
+        model, C = load_official(args.official_ckpt, args.config, args.data_dir, device, args.dtype)
+    else:
+        model, C = load_run(args.out_dir, device, args.dtype)
+    data_dir = args.data_dir or C["data_dir"]
+    task = task_of(model.config, data_dir, args.split)
+    if args.puzzle is not None or args.puzzle_file:
+        puzzles, names = user_puzzles(task, args, task["name"])
+    else:
+        shown = args.num_puzzles or max(args.show, 1)
+        puzzles, names = test_puzzles(data_dir, args.split, args.num_puzzles if args.eval or args.sweep else shown)
+    steps = args.steps or model.config.halt_max_steps
+    if args.sweep:
+        chart = args.chart or os.path.join(os.path.dirname(args.official_ckpt) if args.official_ckpt else args.out_dir,
+                                           "sweep.png")
+        return sweep(task, model, puzzles, args.sweep, args, device, chart)
+    if args.eval:
+        return evaluate(task, model, puzzles, steps, args, device)
+    return show(task, model, puzzles, names, steps, args.halt_p[0] if args.halt == "adaptive" else None, args, device)
+
+
+def main(argv=None):
+    try:
+        run(parse_args(sys.argv[1:] if argv is None else argv))
+    except (UserError, sudoku.InputError, DatasetError) as e:
+        sys.exit(f"sample.py: {e}")
+
+
+if __name__ == "__main__":
+    main()

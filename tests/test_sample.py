@@ -1,0 +1,369 @@
+"""sample.py: puzzles in, rule checks out, adaptive halting equal to solving each puzzle alone, steps
+past training, the GIF's structure, and one-line errors for every bad input."""
+import dataclasses
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import prepare_sudoku as sudoku
+import sample
+import train
+from conftest import run_script
+from dataset import write_dataset
+from model import TRM, TRMConfig
+from plot import write_gif
+from test_train import tiny_run
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+# A 4x4 Sudoku and its solution (boxes 2x2).
+QUESTION, ANSWER = "1...\n..2.\n.1..\n...2", "1243342121344312"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and far faster when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_dir(sudoku4, tmp_path_factory):
+    """A checkpoint of a tiny TRM trained for a few seconds on 4x4 Sudoku (halt_max_steps 3)."""
+    out = tmp_path_factory.mktemp("sample") / "run"
+    train.main(tiny_run(sudoku4, out, "--max_steps=30", "--log_interval=30")[1:])
+    return out
+
+
+def sample_main(capsys, *argv):
+    sample.main([str(a) for a in argv])
+    return capsys.readouterr().out
+
+
+def error_of(*argv):
+    with pytest.raises(SystemExit) as info:
+        sample.main([str(a) for a in argv])
+    message = str(info.value)
+    assert message.startswith("sample.py: ") and "\n" not in message
+    return message
+
+
+def tiny_model(seed=0, halt_max_steps=3):
+    """A random float64 MLP-t TRM for 4x4 Sudoku whose halting head fires at varied steps."""
+    torch.manual_seed(seed)
+    model = TRM(TRMConfig(vocab_size=6, seq_len=16, hidden_size=16, num_heads=2, L_layers=1, H_cycles=2,
+                          L_cycles=1, halt_max_steps=halt_max_steps, puzzle_emb_ndim=0, mlp_t=True,
+                          pos_encodings="none", forward_dtype="float64"))
+    with torch.no_grad():
+        model.q_head.weight.normal_(0, 1.0)
+        model.q_head.bias.zero_()
+    return model.eval()
+
+
+def random_batch(n, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = torch.from_numpy(rng.integers(1, 6, (n, 16)).astype(np.int32))
+    return dict(inputs=inputs, labels=inputs.clone(), puzzle_identifiers=torch.zeros(n, dtype=torch.int32))
+
+
+# ------------------------------------------------------------------------------ puzzles and rules
+
+def test_a_typed_grid_and_its_printed_form_parse_to_the_same_tokens():
+    tokens = sample.parse_sudoku(QUESTION, 4, "--puzzle")
+    assert sudoku.decode_grid(tokens, 4) == QUESTION.replace("\n", "")
+    assert np.array_equal(sample.parse_sudoku(QUESTION.replace(".", "0"), 4, "x"), tokens)
+    assert np.array_equal(sample.parse_sudoku(sudoku.render(tokens, 4), 4, "x"), tokens), "a printed grid pastes back"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1...", "4 cells, a 4x4 Sudoku has 16"),
+    ("1..x" + "." * 12, "'x' at cell 4 is not a blank"),
+    ("5..." + "." * 12, "'5' at cell 1 is not a blank ('.' or '0') or a digit 1-4"),
+    ("1..1" + "." * 12, "breaks the rules as given: digit 1 twice in row 1"),
+    ("2..." + "2..." + "." * 8, "digit 2 twice in column 1"),
+    ("3..." + ".3.." + "." * 8, "digit 3 twice in box 1"),
+])
+def test_bad_puzzles_are_refused_naming_the_problem(text, message):
+    with pytest.raises(train.UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        sample.parse_sudoku(text, 4, "--puzzle")
+
+
+def test_puzzle_file_lines_answers_and_csv_header(tmp_path):
+    plain = tmp_path / "mine.txt"
+    plain.write_text(f"# my puzzles\n{QUESTION.replace(chr(10), '')}\n\n{'.' * 16},{ANSWER}\n")
+    rows = sample.read_sudoku_file(plain, 4)
+    assert [w for w, _, _ in rows] == [f"{plain}:2", f"{plain}:4"]
+    assert rows[0][2] is None and sudoku.decode_grid(rows[1][2], 4) == ANSWER
+    csv = tmp_path / "x.csv"
+    csv.write_text(f"source,question,answer,rating\nme,{QUESTION.replace(chr(10), '')},{ANSWER},0\n")
+    assert sudoku.decode_grid(sample.read_sudoku_file(csv, 4)[0][2], 4) == ANSWER
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text(f"{QUESTION.replace(chr(10), '')},{ANSWER[:-2]}34\n")
+    with pytest.raises(train.UserError, match=f"{wrong}:1: the answer given is not a solution"):
+        sample.read_sudoku_file(wrong, 4)
+
+
+def test_rule_check_solved_without_a_label_and_the_reasons_it_fails():
+    question = sample.parse_sudoku(QUESTION, 4, "q")
+    answer = sudoku.encode_grid(ANSWER, 4)
+    unknown = np.full(16, sample.IGNORE_LABEL_ID)
+    assert sample.verdict(sample.sudoku_task(TRMConfig(vocab_size=6, seq_len=16), None), question, answer, unknown) == \
+        (True, "the rules hold and the givens are kept")
+    swapped = answer.copy()
+    swapped[[1, 2]] = swapped[[2, 1]]  # still a permutation per row, but columns now repeat
+    changed_given = sudoku.encode_grid("2" + ANSWER[1:], 4)
+    assert sample.sudoku_check(np.stack([question] * 3), np.stack([answer, swapped, changed_given]), 4).tolist() == \
+        [True, False, False]
+    assert "repeats a digit in column" in sample.sudoku_explain(question, swapped, 4)
+    assert "changes the given at cell 1" in sample.sudoku_explain(question, changed_given, 4)
+    # Rows 1-2 of columns 2 and 3 now hold the same digit twice (and so does box 1 in column 2).
+    assert np.flatnonzero(sample.sudoku_conflicts(swapped, 4)).tolist() == [1, 2, 5, 6]
+
+
+# ------------------------------------------------------------------------------ inference
+
+def test_adaptive_batch_shrinking_equals_solving_each_puzzle_alone():
+    model, batch = tiny_model(), random_batch(12)
+    sizes = []
+    with torch.inference_mode():
+        preds, q_halt, taken = sample.solve(model, batch, 6, halt_p=0.5,
+                                            on_step=lambda step, rows, out: sizes.append(len(rows)))
+        for i in range(12):
+            alone = {k: v[i:i + 1] for k, v in batch.items()}
+            p, q, t = sample.solve(model, alone, 6, halt_p=0.5)
+            assert torch.equal(p[0], preds[i]) and t[0] == taken[i], f"puzzle {i}"
+            torch.testing.assert_close(q[0], q_halt[i])
+    assert len(set(taken.tolist())) >= 3, "the test needs puzzles halting at different steps"
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0], "halted rows leave the batch"
+    assert sizes[1:] == [int((taken >= s).sum()) for s in range(2, len(sizes) + 1)]
+    halted_early = taken < 6
+    assert (q_halt[halted_early] > 0).all() and (q_halt[~halted_early] <= 0).all()
+
+
+def test_steps_beyond_training_continue_the_recursion_instead_of_restarting():
+    model, batch = tiny_model(halt_max_steps=2), random_batch(4)
+    longer = tiny_model(halt_max_steps=5)
+    longer.load_state_dict(model.state_dict())
+    q_ours, q_naive, q_longer = [], [], []
+    with torch.inference_mode():
+        sample.solve(model, batch, 5, on_step=lambda s, rows, out: q_ours.append(out["q_halt_logits"]))
+        assert model.config.halt_max_steps == 2, "the trained config is restored"
+        carry = model.initial_carry(batch)
+        for _ in range(5):  # plain forward: halts at step 2, and the halted slots restart at step 3
+            carry, out = model(carry, batch)
+            q_naive.append(out["q_halt_logits"])
+        carry = longer.initial_carry(batch)
+        for _ in range(5):
+            carry, out = longer(carry, batch)
+            q_longer.append(out["q_halt_logits"])
+    for ours, reference in zip(q_ours, q_longer):
+        assert torch.equal(ours, reference), "the same as a model trained with the longer limit"
+    assert torch.equal(q_naive[2], q_naive[0]) and not torch.equal(q_ours[2], q_ours[0])
+
+
+def test_sweep_snapshots_equal_separate_runs():
+    model, batch = tiny_model(), random_batch(10)
+    puzzles = {k: v.numpy() for k, v in batch.items()}
+    swept = sample.solve_set(model, puzzles, 4, None, 4, "cpu", snapshots=[1, 2, 4], bar=False)
+    for steps in (1, 2, 4):
+        alone = sample.solve_set(model, puzzles, steps, None, 4, "cpu", bar=False)
+        assert np.array_equal(swept["snapshots"][steps]["preds"], alone["preds"])
+    assert swept["snapshots"][1]["seconds"] <= swept["snapshots"][4]["seconds"] <= swept["seconds"]
+
+
+# ------------------------------------------------------------------------------ GIF
+
+def read_gif(raw):
+    """(frames as (H, W, 3) arrays, delays): an independent reader of the GIF89a blocks and LZW."""
+    assert raw[:6] == b"GIF89a" and raw[-1:] == b"\x3b"
+    w, h, flags = struct.unpack("<HHB", raw[6:11])
+    palette = np.frombuffer(raw[13:13 + 3 * (2 << (flags & 7))], np.uint8).reshape(-1, 3)
+    pos, frames, delays = 13 + len(palette) * 3, [], []
+    while raw[pos] != 0x3b:
+        kind = raw[pos]
+        if kind == 0x21:  # extension: label, then sub-blocks
+            if raw[pos + 1] == 0xf9:
+                delays.append(struct.unpack("<H", raw[pos + 4:pos + 6])[0])
+            pos += 2
+        else:
+            assert kind == 0x2c, f"unexpected block {kind:#x} at {pos}"
+            assert struct.unpack("<HHHHB", raw[pos + 1:pos + 10]) == (0, 0, w, h, 0)
+            min_code_size, pos = raw[pos + 10], pos + 11
+        data = b""
+        while raw[pos]:
+            data, pos = data + raw[pos + 1:pos + 1 + raw[pos]], pos + 1 + raw[pos]
+        pos += 1
+        if kind == 0x2c:
+            frames.append(palette[lzw_decode(data, min_code_size)].reshape(h, w, 3))
+    return frames, delays
+
+
+def lzw_decode(data, min_code_size):
+    bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+    clear, out, pos, width, table, prev = 1 << min_code_size, [], 0, min_code_size + 1, None, None
+    while pos + width <= len(bits):
+        code = int(bits[pos:pos + width] @ (1 << np.arange(width)))
+        pos += width
+        if code == clear:
+            table, width, prev = [[i] for i in range(clear)] + [None, None], min_code_size + 1, None
+            continue
+        if code == clear + 1:
+            break
+        entry = table[code] if code < len(table) else table[prev] + table[prev][:1]
+        if prev is not None and len(table) < 4096:
+            table.append(table[prev] + entry[:1])
+            if len(table) == 1 << width and width < 12:
+                width += 1
+        out += entry
+        prev = code
+    return np.array(out)
+
+
+def test_gif_round_trips_frames_delays_and_a_full_code_table(tmp_path):
+    rng = np.random.default_rng(0)
+    palette = rng.integers(0, 256, (200, 3)).astype(np.uint8)
+    noise = palette[rng.integers(0, 200, (90, 70))]  # incompressible: the 4096-code table fills and restarts
+    flat = np.zeros_like(noise)
+    stripes = palette[np.arange(70) % 3][None].repeat(90, 0)
+    write_gif(tmp_path / "x.gif", [noise, flat, stripes], [10, 20, 300])
+    frames, delays = read_gif((tmp_path / "x.gif").read_bytes())
+    assert delays == [10, 20, 300] and len(frames) == 3
+    for got, want in zip(frames, [noise, flat, stripes]):
+        assert np.array_equal(got, want)
+
+
+# ------------------------------------------------------------------------------ the command line
+
+def test_a_typed_puzzle_is_solved_step_by_step_with_colour_and_a_gif(run_dir, tmp_path, capsys):
+    gif = tmp_path / "solve.gif"
+    out = sample_main(capsys, f"--out_dir={run_dir}", f"--puzzle={QUESTION}", f"--gif={gif}", "--color=always",
+                      "--steps=5")
+    assert "--puzzle, 4 givens: 5 supervision steps (trained with 3)" in out
+    assert "step 1" in out and "p(halt)" in out and sample.DIM in out, "givens dimmed"
+    assert ("solved: the rules hold" in out) or ("not solved:" in out)
+    frames, delays = read_gif(gif.read_bytes())
+    assert len(frames) == 6 and len(delays) == 6, "the question, then one frame per supervision step"
+    state = torch.load(run_dir / "ckpt.pt", weights_only=False)
+    model, _ = sample.load_run(str(run_dir), "cpu", "float32")
+    for name, p in model.named_parameters():
+        assert torch.equal(p, state["ema"]["shadow"][name]), f"{name}: EMA weights are used"
+
+
+def test_test_puzzles_adaptive_eval_and_sweep(run_dir, sudoku4, tmp_path, capsys):
+    out = sample_main(capsys, f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--show=1", "--color=never")
+    assert "test #0, " in out and "of 3 solved" not in out and out.count("supervision steps") == 1
+    out = sample_main(capsys, f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--eval", "--halt=adaptive",
+                      "--halt_p=0.5,0.9", "--batch_size=16", "--repeats=2")
+    rows = [line.split("|") for line in out.splitlines() if line.startswith(("| fixed", "| adaptive"))]
+    assert [r[1].strip() for r in rows] == ["fixed 3 steps", "adaptive: p(halt) > 0.5 (q_halt > 0), at most 3",
+                                            "adaptive: p(halt) > 0.9, at most 3"]
+    assert float(rows[0][2]) == 3.0 and float(rows[1][2]) <= float(rows[2][2]) <= 3.0, "a higher bar halts later"
+    assert out.count("x faster") == 2
+    chart = tmp_path / "sweep.png"
+    out = sample_main(capsys, f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--sweep=1,2,5", f"--chart={chart}")
+    assert [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ") and "%" in line] == \
+        ["1", "2", "5"]
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_official_weights_load_with_their_config(sudoku4, tmp_path, capsys):
+    if not FIXTURES.is_dir():
+        pytest.skip(f"{FIXTURES} is absent (the shared fixtures sit beside the repository)")
+    fx = torch.load(FIXTURES / "mlp_t.pt", weights_only=True)
+    torch.save(fx["state_dict"], tmp_path / "official.pt")
+    names = ("hidden_size", "num_heads", "H_cycles", "L_cycles", "halt_max_steps", "puzzle_emb_ndim", "puzzle_emb_len")
+    config = tmp_path / "official_cfg.py"
+    config.write_text("".join(f"{k} = {fx['config'][k]!r}\n" for k in names) + "mlp_t = True\npos_encodings = 'none'\n"
+                      f"data_dir = {str(sudoku4)!r}\n")
+    out = sample_main(capsys, f"--official_ckpt={tmp_path / 'official.pt'}", f"--config={config}",
+                      f"--puzzle={QUESTION}", "--color=never")
+    assert "4 supervision steps" in out
+    config.write_text(config.read_text() + "hidden_size = 64\n")
+    message = error_of(f"--official_ckpt={tmp_path / 'official.pt'}", f"--config={config}", f"--puzzle={QUESTION}")
+    assert "does not fit this TRMConfig" in message and "embed_tokens" in message
+
+
+def test_every_bad_input_is_one_line(run_dir, tmp_path):
+    ok = [f"--out_dir={run_dir}"]
+    assert "out_dir 'nowhere' not found" in error_of("--out_dir=nowhere")
+    assert f"{tmp_path / 'ckpt.pt'} not found" in error_of(f"--out_dir={tmp_path}")
+    assert "--steps=0: must be at least 1" in error_of(*ok, "--steps=0")
+    assert "4 cells, a 4x4 Sudoku has 16" in error_of(*ok, "--puzzle=1...")
+    assert "81 cells, a 4x4 Sudoku has 16" in error_of(*ok, "--puzzle=" + "." * 81)
+    assert "'x' at cell 1" in error_of(*ok, "--puzzle=x" + "." * 15)
+    assert "breaks the rules as given: digit 1 twice in row 1" in error_of(*ok, "--puzzle=11" + "." * 14)
+    assert "looks like a maze puzzle but the checkpoint solves sudoku" in error_of(*ok, "--puzzle=#S  G#")
+    assert "--sweep=1,x: give step counts" in error_of(*ok, "--sweep=1,x")
+    assert "--puzzle and --puzzle_file both given" in error_of(*ok, "--puzzle=.", "--puzzle_file=x")
+    assert "--puzzle_file=missing.txt: file not found" in error_of(*ok, "--puzzle_file=missing.txt")
+    assert "--official_ckpt needs --config" in error_of("--official_ckpt=x.pt")
+    assert "invalid choice: 'sometimes'" in error_of(*ok, "--halt=sometimes")
+    assert "must lie strictly between 0 and 1" in error_of(*ok, "--halt=adaptive", "--halt_p=1")
+    assert "a list only with --eval" in error_of(*ok, "--halt=adaptive", "--halt_p=0.5,0.9")
+    assert "unrecognized arguments: --stepz=3" in error_of(*ok, "--stepz=3")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    assert f"{empty}: no puzzles in it" in error_of(*ok, f"--puzzle_file={empty}")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "ckpt.pt").write_bytes(b"not a checkpoint")
+    assert "is unreadable" in error_of(f"--out_dir={tmp_path / 'bad'}")
+
+
+def test_the_cli_prints_no_traceback(run_dir):
+    done = run_script("sample.py", f"--out_dir={run_dir}", "--puzzle=1.1" + "." * 13)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == ["sample.py: --puzzle: breaks the rules as given: digit 1 twice in "
+                                                "row 1; fix the givens"]
+
+
+# ------------------------------------------------------------------------------ other tasks
+
+MAZE = "S    \n#### \n     \n ####\n    G\n"  # one way through: right, down, left, down, right
+
+
+def fake_run(tmp_path, task, vocab_size, seq_len):
+    """A train.py-style checkpoint of an untrained tiny TRM, its config pointing at a one-example
+    dataset of `task` (what tells sample.py the checkpoint's task)."""
+    data, out = tmp_path / f"{task}-data", tmp_path / f"{task}-run"
+    meta = dict(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab_size, seq_len=seq_len,
+                num_puzzle_identifiers=1, task=task)
+    arrays = dict(inputs=np.ones((1, seq_len), np.uint8), labels=np.ones((1, seq_len), np.uint8),
+                  puzzle_identifiers=np.zeros(1, np.int32), puzzle_indices=np.array([0, 1], np.int32),
+                  group_indices=np.array([0, 1], np.int32))
+    write_dataset(data, {"train": (meta, {"all": arrays}), "test": (meta, {"all": arrays})}, ["<blank>"])
+    cfg = TRMConfig(vocab_size=vocab_size, seq_len=seq_len, hidden_size=16, num_heads=2, L_layers=1, H_cycles=1,
+                    L_cycles=1, halt_max_steps=2, puzzle_emb_ndim=0, mlp_t=True, pos_encodings="none",
+                    forward_dtype="float32")
+    out.mkdir()
+    torch.save(dict(model=TRM(cfg).state_dict(), ema=None, config=dict(data_dir=str(data)),
+                    model_config=dataclasses.asdict(cfg)), out / "ckpt.pt")
+    return out
+
+
+def test_maze_puzzles_are_read_checked_and_drawn(tmp_path, capsys):
+    maze = pytest.importorskip("prepare_maze")
+    task = sample.maze_task(TRMConfig(vocab_size=6, seq_len=25), None)
+    (_, question, _), = task["parse"](MAZE, "m.txt")
+    answer = maze.shortest_path(question, 5)
+    assert task["check"](np.stack([question, answer]), np.stack([answer, question])).tolist() == [True, False]
+    assert sample.looks_like(MAZE) == "maze" and sample.looks_like("1..4") == "sudoku"
+    (tmp_path / "m.txt").write_text(MAZE)
+    run = fake_run(tmp_path, "maze", 6, 25)
+    gif = tmp_path / "maze.gif"
+    out = sample_main(capsys, f"--out_dir={run}", f"--puzzle={tmp_path / 'm.txt'}", f"--gif={gif}", "--color=never")
+    assert f"{tmp_path / 'm.txt'}, 5x5 maze: 2 supervision steps" in out
+    assert len(read_gif(gif.read_bytes())[0]) == 3
+    (tmp_path / "small").mkdir()
+    small = fake_run(tmp_path / "small", "maze", 6, 9)
+    message = error_of(f"--out_dir={small}", f"--puzzle={tmp_path / 'm.txt'}")
+    assert "a 5x5 maze; this checkpoint solves 3x3 mazes" in message
+
+
+def test_a_puzzle_for_another_task_than_the_checkpoint_is_refused(tmp_path):
+    run = fake_run(tmp_path, "maze", 6, 25)
+    assert "--puzzle looks like a sudoku puzzle but the checkpoint solves maze" in error_of(
+        f"--out_dir={run}", "--puzzle=" + QUESTION)
