@@ -12,6 +12,7 @@ On disk (the official TinyRecursiveModels / HRM layout, so datasets move between
 
 A group is one original puzzle with its augmentations, a puzzle holds one identifier, an example is an
 (input, label) pair. Every task writes a single set called "all", as the official builders do.
+ARC uses a compact equivalent, the canvas layout (see "the canvas layout" below), read through the same API.
 """
 import filecmp
 import json
@@ -29,6 +30,7 @@ FIELD_DTYPES = {"inputs": np.uint8, "labels": np.uint8, "puzzle_identifiers": np
 BASE_META = ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len",
              "num_puzzle_identifiers")
 OPTIONAL_META = ("task",)  # ours: "sudoku" | "maze" | "arc"; official datasets lack it (see task_of)
+CANVAS_META = ("layout", "offsets")  # the canvas layout's: "canvas", and "per_draw" | "fixed" (see below)
 # How to tell an official dataset's task from its shape: (vocab_size, seq_len) -> task.
 TASK_SHAPES = {(11, 81): "sudoku", (6, 900): "maze", (12, 900): "arc"}
 DERIVED_META = ("total_groups", "mean_puzzle_examples", "total_puzzles", "sets")
@@ -46,23 +48,32 @@ def check_split(meta, sets, where="<memory>"):
     missing = [k for k in BASE_META if k not in meta]
     if missing:
         raise DatasetError(f"{where}/dataset.json: missing keys {missing}")
+    check = _check_canvas_set if is_canvas(meta) else _check_set
     for set_name, arrays in sets.items():
-        _check_set(meta, arrays, lambda field: f"{where}/{set_name}__{field}.npy")
+        check(meta, arrays, lambda field: f"{where}/{set_name}__{field}.npy")
 
 
-def _check_set(meta, a, path):
-    seq_len, vocab = meta["seq_len"], meta["vocab_size"]
-    for field in FIELDS:
+def _check_fields(a, fields, path):
+    for field in fields:
         if field not in a:
             raise DatasetError(f"{path(field)}: missing")
         if not np.issubdtype(a[field].dtype, np.integer):
             raise DatasetError(f"{path(field)}: dtype {a[field].dtype} is not an integer type")
+
+
+def _check_set(meta, a, path):
+    seq_len, vocab = meta["seq_len"], meta["vocab_size"]
+    _check_fields(a, FIELDS, path)
     n_examples = len(a["inputs"])
     for field in ("inputs", "labels"):
         if a[field].shape != (n_examples, seq_len):
             raise DatasetError(f"{path(field)}: shape {a[field].shape}, expected ({n_examples}, {seq_len})")
         if n_examples and (a[field].min() < 0 or a[field].max() >= vocab):
             raise DatasetError(f"{path(field)}: tokens outside [0, vocab_size={vocab})")
+    _check_puzzles(meta, a, path, n_examples)
+
+
+def _check_puzzles(meta, a, path, n_examples):
     _check_offsets(a["puzzle_indices"], n_examples, path("puzzle_indices"), "examples")
     n_puzzles = len(a["puzzle_indices"]) - 1
     _check_offsets(a["group_indices"], n_puzzles, path("group_indices"), "puzzles")
@@ -89,24 +100,28 @@ def derived_meta(sets):
     """The metadata fields that follow from the arrays (counted over all sets of a split)."""
     groups = sum(len(a["group_indices"]) - 1 for a in sets.values())
     puzzles = sum(len(a["puzzle_indices"]) - 1 for a in sets.values())
-    examples = sum(len(a["inputs"]) for a in sets.values())
+    examples = sum(len(a["inputs"] if "inputs" in a else a["example_sources"]) for a in sets.values())
     return {"total_groups": groups, "total_puzzles": puzzles,
             "mean_puzzle_examples": examples / puzzles if puzzles else 0.0, "sets": list(sets)}
 
 
 # ----------------------------------------------------------------------------- writing
 
-def write_dataset(out_dir, splits, identifiers, overwrite=False, extra_files=None):
+def write_dataset(out_dir, splits, identifiers, overwrite=False, extra_files=None, shared=None):
     """Write a dataset atomically: everything goes to a temporary sibling directory, renamed at the end.
 
     splits: {"train": (meta, {"all": arrays}), "test": (meta, {...})}; meta needs BASE_META, the
     DERIVED_META fields are computed here. identifiers: names for identifier ids (0 = "<blank>").
     extra_files: {relative path: text} written alongside (e.g. the source puzzles as CSV).
+    shared: {name: array} saved as DIR/name.npy, the canvas layout's arrays (CANVAS_SHARED), checked with it.
     An out_dir holding the very same dataset is left alone; a different one is refused unless overwrite.
     Returns "written" or "unchanged".
     """
     out_dir = os.path.abspath(out_dir)
     prepared = {split: _prepare_split(split, meta, sets) for split, (meta, sets) in splits.items()}
+    for split, (meta, sets) in prepared.items():
+        if is_canvas(meta):
+            check_canvas(meta, sets, shared or {}, where=split)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
@@ -119,8 +134,10 @@ def write_dataset(out_dir, splits, identifiers, overwrite=False, extra_files=Non
             with open(os.path.join(tmp, split, "dataset.json"), "w") as f:
                 json.dump(meta, f)
             for set_name, arrays in sets.items():
-                for field in FIELDS:
-                    np.save(os.path.join(tmp, split, f"{set_name}__{field}.npy"), arrays[field])
+                for field, array in arrays.items():
+                    np.save(os.path.join(tmp, split, f"{set_name}__{field}.npy"), array)
+        for name, array in (shared or {}).items():
+            np.save(os.path.join(tmp, f"{name}.npy"), np.ascontiguousarray(array))
         with open(os.path.join(tmp, "identifiers.json"), "w") as f:
             json.dump(list(identifiers), f)
         for rel, text in (extra_files or {}).items():
@@ -133,9 +150,13 @@ def write_dataset(out_dir, splits, identifiers, overwrite=False, extra_files=Non
 
 
 def _prepare_split(split, meta, sets):
+    fields = CANVAS_FIELDS if is_canvas(meta) else FIELDS
+    missing = [f"{name}__{f}.npy" for name, arrays in sets.items() for f in fields if f not in arrays]
+    if missing:
+        raise DatasetError(f"{split}/{missing[0]}: missing")
     sets = {name: {f: np.ascontiguousarray(arrays[f], dtype=FIELD_DTYPES[f]) if _fits(arrays[f], f)
-                   else _dtype_error(split, name, f) for f in FIELDS} for name, arrays in sets.items()}
-    meta = {k: meta[k] for k in BASE_META + OPTIONAL_META if k in meta} | derived_meta(sets)
+                   else _dtype_error(split, name, f) for f in fields} for name, arrays in sets.items()}
+    meta = {k: meta[k] for k in BASE_META + OPTIONAL_META + CANVAS_META if k in meta} | derived_meta(sets)
     check_split(meta, sets, where=split)
     return meta, sets
 
@@ -201,11 +222,14 @@ def load_split(data_dir, split):
     sets = {}
     for set_name in meta.get("sets", ["all"]):
         sets[set_name] = {}
-        for field in FIELDS:
+        for field in CANVAS_FIELDS if is_canvas(meta) else FIELDS:
             path = os.path.join(split_dir, f"{set_name}__{field}.npy")
             if not os.path.isfile(path):
                 raise DatasetError(f"{path}: not found; rebuild the dataset")
             sets[set_name][field] = np.load(path, mmap_mode="r")
+    if is_canvas(meta):
+        shared = _load_shared(data_dir)
+        sets = {name: _with_tokens(meta, arrays, shared, f"{split_dir}/{name}") for name, arrays in sets.items()}
     return meta, sets
 
 
@@ -300,11 +324,29 @@ class TrainLoader:
             self.iteration, self.index = self.iteration + 1, 0
         rows, puzzle = examples[self.index][self.slice], puzzles[self.index][self.slice]
         self.index += 1
+        if isinstance(self.arrays["inputs"], CanvasTokens):
+            return self._canvas_batch(examples[self.index - 1], puzzles[self.index - 1])
         order = np.argsort(rows, kind="stable")  # sorted reads are kinder to a memory map
         inputs = np.empty((len(rows), self.meta["seq_len"]), self.arrays["inputs"].dtype)
         labels = np.empty_like(inputs)
         inputs[order], labels[order] = self.arrays["inputs"][rows[order]], self.arrays["labels"][rows[order]]
         return _collate(self.meta, inputs, labels, self.puzzle_ids[puzzle])
+
+    def _canvas_batch(self, rows, puzzles):
+        """A canvas-layout batch. With meta["offsets"] == "per_draw" the translatable examples get fresh
+        offsets, uniform over the room each has (spec section 7's distribution, redrawn every batch rather
+        than once at build time); drawn for the global batch from (seed, pass, batch), so resume and every
+        rank see the same ones."""
+        canvas = self.arrays["inputs"].canvas
+        ids = self.puzzle_ids[puzzles]
+        offsets = canvas.offsets[rows]
+        if self.meta.get("offsets") == "per_draw":
+            rng = np.random.default_rng([self.seed, self.iteration, self.index])
+            fresh = (rng.random((len(rows), 2)) * (canvas.room(rows, ids) + 1)).astype(np.uint8)
+            offsets = np.where(canvas.translate[rows, None] == 1, fresh, 0).astype(np.uint8)
+        local = self.slice
+        tokens = canvas.compose(rows[local], ids[local], offsets[local])
+        return _collate(self.meta, tokens[:, 0], tokens[:, 1], ids[local])
 
     def state_dict(self):
         return {"iteration": int(self.iteration), "index": int(self.index), "seed": int(self.seed),
@@ -371,3 +413,170 @@ def _pad_rows(batch, rows, meta):
 def total_train_steps(meta, epochs, global_batch_size):
     """The official training length: epochs * total_groups * mean_puzzle_examples / global_batch_size."""
     return int(epochs * meta["total_groups"] * meta["mean_puzzle_examples"] / global_batch_size)
+
+
+# ----------------------------------------------------------------------------- the canvas layout
+# ARC's 1000 augmentations of ~1000 tasks would take ~7 GB as token arrays. The canvas layout stores what
+# those tokens are made of, and composes them when they are read:
+#
+#     DIR/canvas_sources.npy          (S, V, 2, seq_len) uint8  each source (input, label) pair in each of V views
+#                                                               (ARC: the 8 dihedral transforms), at offset (0, 0)
+#     DIR/canvas_room.npy             (S, V, 2) uint8           the largest (row, column) offset keeping it on canvas
+#     DIR/identifier_views.npy        (I,) uint8                the view each puzzle identifier shows
+#     DIR/identifier_token_maps.npy   (I, vocab_size) uint8     each identifier's token map (ARC: a colour permutation)
+#     DIR/{split}/{set}__example_sources.npy    (N,) int32      the source pair of each example
+#     DIR/{split}/{set}__example_offsets.npy    (N, 2) uint8    its (row, column) offset on the square canvas
+#     DIR/{split}/{set}__example_translate.npy  (N,) uint8      1: its offset is random, 0: kept at (0, 0)
+#     + puzzle_identifiers, puzzle_indices, group_indices as above; dataset.json has "layout": "canvas".
+#
+# Example n of a puzzle with identifier i is token_map[i][shift(canvas_sources[source[n], view[i]], offset[n])].
+# load_split returns lazy "inputs" / "labels" that read exactly like the official arrays with the stored
+# offsets, so every reader of a split works unchanged. TrainLoader, when dataset.json has "offsets":
+# "per_draw", gives the translatable examples fresh offsets in every batch instead (see _canvas_batch).
+CANVAS_FIELDS = ("example_sources", "example_offsets", "example_translate", "puzzle_identifiers",
+                 "puzzle_indices", "group_indices")
+CANVAS_SHARED = ("canvas_sources", "canvas_room", "identifier_views", "identifier_token_maps")
+FIELD_DTYPES.update(example_sources=np.int32, example_offsets=np.uint8, example_translate=np.uint8)
+
+
+def is_canvas(meta):
+    return meta.get("layout") == "canvas"
+
+
+def canvas_side(meta):
+    side = int(round(meta["seq_len"] ** 0.5))
+    if side * side != meta["seq_len"]:
+        raise DatasetError(f"canvas layout needs a square seq_len, got {meta['seq_len']}")
+    return side
+
+
+def _check_canvas_set(meta, a, path):
+    canvas_side(meta)
+    _check_fields(a, CANVAS_FIELDS, path)
+    n_examples = len(a["example_sources"])
+    for field, shape in (("example_sources", (n_examples,)), ("example_offsets", (n_examples, 2)),
+                         ("example_translate", (n_examples,))):
+        if a[field].shape != shape:
+            raise DatasetError(f"{path(field)}: shape {a[field].shape}, expected {shape}")
+    if n_examples and a["example_translate"].max() > 1:
+        raise DatasetError(f"{path('example_translate')}: values must be 0 or 1")
+    _check_puzzles(meta, a, path, n_examples)
+
+
+def check_canvas(meta, sets, shared, where="<memory>"):
+    """The shared arrays fit each other and every example of `sets` lies on the canvas."""
+    missing = [name for name in CANVAS_SHARED if name not in shared]
+    if missing:
+        raise DatasetError(f"{missing[0]}.npy: missing; the canvas layout needs {', '.join(CANVAS_SHARED)}")
+    sources, room = shared["canvas_sources"], shared["canvas_room"]
+    views, maps = shared["identifier_views"], shared["identifier_token_maps"]
+    n_ids, vocab = meta["num_puzzle_identifiers"], meta["vocab_size"]
+    for name, array, shape in (("canvas_sources", sources, sources.shape[:2] + (2, meta["seq_len"])),
+                               ("canvas_room", room, sources.shape[:2] + (2,)),
+                               ("identifier_views", views, (n_ids,)), ("identifier_token_maps", maps, (n_ids, vocab))):
+        if array.shape != shape:
+            raise DatasetError(f"{name}.npy: shape {array.shape}, expected {shape}")
+    if sources.size and sources.max() >= vocab or maps.size and maps.max() >= vocab:
+        raise DatasetError(f"canvas_sources.npy / identifier_token_maps.npy: tokens outside [0, vocab_size={vocab})")
+    if views.size and views.max() >= sources.shape[1]:
+        raise DatasetError(f"identifier_views.npy: views outside [0, {sources.shape[1]})")
+    for set_name, a in sets.items():
+        path = f"{where}/{set_name}__example_sources.npy"
+        used = a["example_sources"]
+        if len(used) and not 0 <= used.min() <= used.max() < len(sources):
+            raise DatasetError(f"{path}: sources outside [0, {len(sources)})")
+        ids = np.repeat(np.asarray(a["puzzle_identifiers"]), np.diff(a["puzzle_indices"]))
+        beyond = np.any(a["example_offsets"] > room[a["example_sources"], views[ids]], axis=1)
+        beyond |= (a["example_translate"] == 0) & np.any(a["example_offsets"] > 0, axis=1)
+        if beyond.any():
+            raise DatasetError(f"{where}/{set_name}__example_offsets.npy: example {int(np.argmax(beyond))} lies "
+                               f"off the canvas (or is not at (0, 0) though not translatable); rebuild the dataset")
+
+
+def _load_shared(data_dir):
+    shared = {}
+    for name in CANVAS_SHARED:
+        path = os.path.join(data_dir, f"{name}.npy")
+        if not os.path.isfile(path):
+            raise DatasetError(f"{path}: not found; rebuild the dataset")
+        shared[name] = np.load(path, mmap_mode="r")
+    return shared
+
+
+def _with_tokens(meta, arrays, shared, where):
+    ids = arrays["puzzle_identifiers"]
+    if len(ids) and ids.max() >= len(shared["identifier_views"]):
+        raise DatasetError(f"{where}__puzzle_identifiers.npy: identifiers beyond identifier_views.npy; "
+                           f"rebuild the dataset")
+    canvas = Canvas(meta, arrays, shared)
+    return dict(arrays, inputs=CanvasTokens(canvas, 0), labels=CanvasTokens(canvas, 1))
+
+
+class Canvas:
+    """One set of a canvas-layout split and the shared arrays: composes the tokens of any examples."""
+
+    def __init__(self, meta, arrays, shared):
+        self.side, self.seq_len = canvas_side(meta), meta["seq_len"]
+        self.sources, self.offsets = arrays["example_sources"], arrays["example_offsets"]
+        self.translate = arrays["example_translate"]
+        self.identifiers = np.repeat(np.asarray(arrays["puzzle_identifiers"]), np.diff(arrays["puzzle_indices"]))
+        self.pairs, self.pair_room = shared["canvas_sources"], shared["canvas_room"]
+        self.views = np.asarray(shared["identifier_views"])
+        self.token_maps = np.asarray(shared["identifier_token_maps"])
+
+    def room(self, rows, identifiers):
+        """(n, 2) the largest offsets at which examples `rows`, seen as `identifiers`, stay on the canvas."""
+        return self.pair_room[self.sources[rows], self.views[identifiers]].astype(np.int64)
+
+    def compose(self, rows, identifiers=None, offsets=None):
+        """(n, 2, seq_len) uint8 input and label tokens of examples `rows` (default: their own identifiers
+        and stored offsets): the source pair in the identifier's view, shifted, through its token map."""
+        identifiers = self.identifiers[rows] if identifiers is None else identifiers
+        offsets = self.offsets[rows] if offsets is None else offsets
+        pairs = self.pairs[self.sources[rows], self.views[identifiers]]  # (n, 2, L) at offset (0, 0)
+        tokens = np.empty_like(pairs)
+        maps, vocab = self.token_maps[identifiers], self.token_maps.shape[1]
+        block = 65536 // vocab  # rows per gather, so that its uint16 index cannot overflow (uint16: 2x faster)
+        for lo in range(0, len(pairs), block):  # row b's token t becomes flat_maps[b * vocab + t]
+            index = pairs[lo:lo + block].astype(np.uint16)
+            index += (np.arange(len(index), dtype=np.uint16) * vocab)[:, None, None]
+            tokens[lo:lo + block] = maps[lo:lo + block].reshape(-1)[index]
+        return self._shift(tokens, np.asarray(offsets)) if np.any(offsets) else tokens
+
+    def _shift(self, tokens, offsets):
+        """Move each canvas down/right by its offset; cells shifted in from outside are PAD (token 0).
+        A slice per row: 10x faster than one gather over the batch."""
+        n, side = len(tokens), self.side
+        grids, out = tokens.reshape(n, 2, side, side), np.zeros((n, 2, side, side), np.uint8)
+        for b, (r, c) in enumerate(offsets.tolist()):
+            out[b, :, r:, c:] = grids[b, :, :side - r, :side - c]
+        return out.reshape(n, 2, self.seq_len)
+
+
+class CanvasTokens:
+    """The inputs (part 0) or labels (part 1) of a canvas-layout set: reads like the official (N, seq_len)
+    uint8 array (ints, slices, index and boolean arrays), composing only the rows asked for."""
+    ndim, dtype = 2, np.dtype(np.uint8)
+
+    def __init__(self, canvas, part):
+        self.canvas, self.part = canvas, part
+        self.shape = (len(canvas.sources), canvas.seq_len)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        n = len(self)
+        rows = np.arange(*key.indices(n)) if isinstance(key, slice) else np.asarray(key)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        if not np.issubdtype(rows.dtype, np.integer):
+            raise TypeError(f"canvas-layout tokens take row indices, got {key!r}")
+        rows = np.where(rows < 0, rows + n, rows)
+        if not rows.size:
+            return np.zeros(rows.shape + (self.shape[1],), np.uint8)
+        return self.canvas.compose(rows.reshape(-1))[:, self.part].reshape(rows.shape + (self.shape[1],))
+
+    def __array__(self, dtype=None, copy=None):
+        tokens = self[:]
+        return tokens if dtype is None else tokens.astype(dtype)
