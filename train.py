@@ -316,8 +316,10 @@ def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=
         add_into(sums, act_loss(carry, outputs, model.config.loss_type)[1])
         n_rows += real
         if scorer:
+            # Tokens fit a byte: keep records small (an ARC test set is ~400k examples of 900 tokens).
             records.append({k: v[:real].cpu().numpy() for k, v in dict(
-                batch, preds=outputs["preds"], q_halt_logits=outputs["q_halt_logits"].float()).items()})
+                batch, inputs=batch["inputs"].to(torch.uint8), labels=batch["labels"].to(torch.int16),
+                preds=outputs["preds"].to(torch.uint8), q_halt_logits=outputs["q_halt_logits"].float()).items()})
     model.train(was_training)
     sums = all_sum_dict(sums, device, world)
     (n_rows,) = all_sum([n_rows], device, world)
