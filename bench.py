@@ -159,8 +159,8 @@ def main():
 
 
 # The official code's sudoku_mlp training step at batch 16 on our 2-core CPUs (measured by the team):
-# with AMX, bf16 2.70 s (about 30% of the bf16 peak); with AVX-512 but no AMX, float32 3.68 s (about
-# 60% of the float32 peak; its bf16 step there is slower, 5.2 s).
+# with AMX, bf16 2.70 s (about 30% of the bf16 peak); with AVX-512 but no AMX and slow bf16, float32
+# 3.68 s (about 60% of the float32 peak; its bf16 step there is slower, 5.2 s).
 OFFICIAL_SECONDS = {("AMX", "bfloat16"): 2.70, ("AVX-512", "float32"): 3.68}
 OFFICIAL_MFU = {"bfloat16": 0.30, "float32": 0.60}
 
@@ -171,7 +171,7 @@ def official_comparison(kind, dtype, step, mfu):
         return f"  vs the official code on this CPU kind: {seconds:.2f} s/step -> speed-up {seconds / step:.2f}x"
     # Another CPU kind: seconds do not compare, utilisation of the same dtype's peak does.
     official = OFFICIAL_MFU.get(dtype, OFFICIAL_MFU["float32"])
-    return (f"  official step times exist for AMX (bf16) and AVX-512 (float32) CPUs only; on {kind} compare "
+    return (f"  official step times exist for AMX (bf16) and AVX-512 slow-bf16 (float32) CPUs only; on {kind} compare "
             f"utilisation: {mfu:.1%} vs the official ~{official:.0%} of the {dtype} peak = {mfu / official:.2f}x")
 
 

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime
 import difflib
+import functools
 import importlib
 import json
 import math
@@ -165,22 +166,49 @@ def resolve_device(name):
     return name
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_speedup(n=512, reps=3):
+    """How many times faster a bf16 matmul runs than a float32 one on this CPU, measured once (~0.1 s).
+    Flags alone cannot tell: about 4x with AMX and on AMD Zen 5's AVX-512, about 0.5x on AVX-512
+    CPUs whose bf16 instructions are slow, under 0.05x where bf16 is emulated (AVX2)."""
+    best = {}
+    for dt in (torch.float32, torch.bfloat16):
+        a = torch.randn(n, n, generator=torch.Generator().manual_seed(0)).to(dt)  # leaves the global RNG alone
+        a @ a  # warm-up: thread pool, kernel choice
+        best[dt] = min(_timed(lambda: a @ a) for _ in range(reps))
+    return best[torch.float32] / best[torch.bfloat16]
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def cpu_kind():
-    """'AMX' (fast bf16), 'AVX-512' or 'AVX2': what decides the fastest CPU dtype."""
+    """The CPU kinds whose speeds differ, to label measured figures: 'AMX', 'AVX-512 fast-bf16'
+    (bf16 faster than float32 without AMX), 'AVX-512' (bf16 slower) or 'AVX2'."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
     except OSError:
         return "unknown"
-    return "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2"
+    if "amx_bf16" in flags:
+        return "AMX"
+    if "avx512f" in flags:
+        return "AVX-512 fast-bf16" if cpu_bf16_speedup() > FAST_BF16 else "AVX-512"
+    return "AVX2"
+
+
+FAST_BF16 = 1.25  # bf16 must beat float32 by this much to be worth its rounding
 
 
 def resolve_dtype(name, device_type):
-    """bf16 where it is fast (CUDA, CPUs with AMX); float32 elsewhere, where bf16 matmuls are
-    emulated and up to 25x slower."""
+    """auto: bf16 on CUDA, and on a CPU where a bf16 matmul measures faster than float32; float32
+    elsewhere (MPS, and CPUs where bf16 is slow or emulated)."""
     if name == "auto":
         fast_bf16 = (device_type == "cuda" and torch.cuda.is_bf16_supported()) or \
-            (device_type == "cpu" and cpu_kind() == "AMX")
+            (device_type == "cpu" and cpu_bf16_speedup() > FAST_BF16)
         return "bfloat16" if fast_bf16 else "float32"
     if name not in ("bfloat16", "float32", "float64"):
         raise UserError(f"dtype={name!r}: use auto, bfloat16, float32 or float64")
@@ -406,7 +434,9 @@ def train(C):
     master = rank == 0  # rank 0 alone logs, evaluates the task metrics and writes files
     torch.manual_seed(C["seed"])  # the same initial model on every rank
     dev = resolve_device(C["device"])
-    C["dtype"] = resolve_dtype(C["dtype"], dev)
+    auto_dtype, C["dtype"] = C["dtype"] == "auto", resolve_dtype(C["dtype"], dev)
+    if auto_dtype and world > 1 and dev == "cpu":  # timings may differ between ranks: all must agree
+        C["dtype"] = "bfloat16" if all_sum([C["dtype"] == "bfloat16"], dev, world)[0] == world else "float32"
     if dev == "cuda":
         dev = f"cuda:{local_rank}"
     ckpt_path, metrics_path = os.path.join(C["out_dir"], "ckpt.pt"), os.path.join(C["out_dir"], "metrics.jsonl")

@@ -227,3 +227,22 @@ def test_puzzle_id_ablation_changes_the_identifiers_the_model_sees_and_nothing_e
             assert (shown == 0).all()
         else:  # ...so a random trained identifier (1..6) is always a different one
             assert ((shown >= 1) & (shown < 7)).all() and len(shown.unique()) > 1
+
+
+@pytest.mark.parametrize("speedup, chosen", [(4.5, "bfloat16"), (1.0, "float32"), (0.5, "float32"), (0.03, "float32")])
+def test_auto_dtype_follows_the_measured_cpu_bf16_speed(monkeypatch, speedup, chosen):
+    # Flags cannot decide it: AMD Zen 5 has no AMX but bf16 matmuls 4x faster than float32, while
+    # other AVX-512 CPUs run bf16 at half the float32 speed.
+    monkeypatch.setattr(train, "cpu_bf16_speedup", lambda: speedup)
+    assert train.resolve_dtype("auto", "cpu") == chosen
+    assert train.resolve_dtype("float32", "cpu") == "float32" and train.resolve_dtype("bfloat16", "cpu") == "bfloat16"
+
+
+def test_the_bf16_measurement_is_real_and_leaves_the_seeded_rng_alone():
+    train.cpu_bf16_speedup.cache_clear()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    speedup = train.cpu_bf16_speedup()
+    assert torch.equal(torch.rand(3), expected)  # the model built after it is the same on every CPU
+    assert 0 < speedup < 100 and train.cpu_bf16_speedup() == speedup  # measured once
