@@ -333,6 +333,7 @@ def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=
     for i, (batch, real) in enumerate(tqdm(batches, desc="eval", leave=False, dynamic_ncols=True, disable=rank > 0)):
         if max_batches and i >= max_batches:
             break
+        own_ids = batch["puzzle_identifiers"].copy()  # the scorer maps each answer back through its own
         if ids != "none":
             shown = np.full(real, meta["blank_identifier_id"]) if ids == "blank" else \
                 other_ids.integers(1, model.config.num_puzzle_identifiers, real)
@@ -346,7 +347,8 @@ def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=
         if scorer:
             # Tokens fit a byte: keep records small (an ARC test set is ~400k examples of 900 tokens).
             records.append({k: v[:real].cpu().numpy() for k, v in dict(
-                batch, inputs=batch["inputs"].to(torch.uint8), labels=batch["labels"].to(torch.int16),
+                batch, puzzle_identifiers=torch.from_numpy(own_ids),
+                inputs=batch["inputs"].to(torch.uint8), labels=batch["labels"].to(torch.int16),
                 preds=outputs["preds"].to(torch.uint8), q_halt_logits=outputs["q_halt_logits"].float()).items()})
     model.train(was_training)
     sums = all_sum_dict(sums, device, world)

@@ -408,6 +408,27 @@ def test_an_oracle_scores_100_and_a_blank_model_0(tiny, tmp_path):
     assert all(v == 0.0 for k, v in pa.score(tiny["per_draw"], "test", blank).items() if k.startswith("pass@"))
 
 
+@pytest.mark.parametrize("ids", ["none", "blank", "random"])
+def test_identifier_ablation_maps_answers_back_through_their_own_augmentation(tiny, ids):
+    """An oracle that ignores the identifier scores 100% whatever identifiers it is shown: train.py's
+    evaluation scores each answer through the augmentation of the example it answers, not through
+    the one of the identifier the model saw."""
+    import torch
+    import train
+    data = tiny["per_draw"]
+    C = train.configure([f"--data_dir={data}", "--device=cpu", "--dtype=float32", "--compile=False",
+                         "--hidden_size=16", "--num_heads=2", "--puzzle_emb_ndim=16", "--H_cycles=1",
+                         "--L_cycles=1", "--halt_max_steps=1", "--global_batch_size=8"])
+    model = train.TRM(train.model_config(C, load_split(data, "train")[0]))
+
+    def oracle(carry, batch):
+        carry, outputs = model(carry, batch)
+        return carry, dict(outputs, preds=batch["labels"].clamp(min=0))  # ignored label -> PAD
+
+    result = train.evaluate(model, C, "cpu", oracle, ids=ids)
+    assert result["tasks_scored"] == 3 and all(result[f"pass@{k}"] == 1.0 for k in pa.PASS_KS)
+
+
 def test_submission_json_follows_the_arc_prize_schema(tiny, tmp_path):
     records = _oracle_records(tiny["per_draw"])
     records["preds"][::3] = 0  # some blank answers too: they must still give valid grids
