@@ -49,18 +49,6 @@ def step_flops(cfg, batch, training=True):
     return batch * (forward_only + with_grad)
 
 
-def matmul_peak(dtype, device, n=2048, reps=5):
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    a @ b
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t)
-
-
 def sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -131,7 +119,7 @@ def main():
         dtype = train.resolve_dtype(args.dtype, device)
     except train.UserError as e:
         p.error(str(e))
-    peak = matmul_peak(getattr(torch, dtype), device)
+    peak = train.matmul_flops(getattr(torch, dtype), device)
     kind = train.cpu_kind() if device == "cpu" else torch.cuda.get_device_name()
     print(f"{device} ({kind}, {torch.get_num_threads()} threads), {dtype}, compile={args.compile}, "
           f"measured {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s")

@@ -322,10 +322,11 @@ class TrainLoader:
             if self.index < len(examples):
                 break
             self.iteration, self.index = self.iteration + 1, 0
-        rows, puzzle = examples[self.index][self.slice], puzzles[self.index][self.slice]
+        rows, puzzle = examples[self.index], puzzles[self.index]
         self.index += 1
         if isinstance(self.arrays["inputs"], CanvasTokens):
-            return self._canvas_batch(examples[self.index - 1], puzzles[self.index - 1])
+            return self._canvas_batch(rows, puzzle)  # draws offsets for the global batch, then slices
+        rows, puzzle = rows[self.slice], puzzle[self.slice]
         order = np.argsort(rows, kind="stable")  # sorted reads are kinder to a memory map
         inputs = np.empty((len(rows), self.meta["seq_len"]), self.arrays["inputs"].dtype)
         labels = np.empty_like(inputs)

@@ -576,6 +576,9 @@ def _key_grid(key):
     return np.frombuffer(key[2:], np.uint8).reshape(h, w)
 
 
+SCORE_FIELDS = ("puzzle_identifiers", "preds", "q_halt_logits")  # what train.py's evaluation keeps for score()
+
+
 def score(data_dir, split, records, out_dir=None):
     """Score evaluated test examples the ARC Prize way. records: numpy arrays over the examples of `split`
     in eval_batches order (a prefix when evaluation stopped early): puzzle_identifiers (N,), preds (N, 900),

@@ -191,6 +191,9 @@ def explain_path(question, answer, size):
     return None
 
 
+SCORE_FIELDS = ("inputs", "preds")  # what train.py's evaluation keeps for score()
+
+
 def score(data_dir, split, records, out_dir=None):
     """train.py's maze metrics over every evaluated example: the share of predictions that draw a
     valid S-G path, and of those as short as the BFS shortest path (a different shortest path than
@@ -290,9 +293,11 @@ def parse_maze(text_or_lines, path="<maze>"):
     works. Raises InputError naming the file, the line and the fix."""
     lines = text_or_lines.splitlines() if isinstance(text_or_lines, str) else \
         [line.rstrip("\r\n") for line in text_or_lines]
-    while lines and not lines[-1].strip():
+    # Trailing blank lines go, but not a last row of open cells that an editor emptied: keep as many
+    # rows as the widest row is long.
+    while lines and not lines[-1].strip() and len(lines) > max(len(line.rstrip()) for line in lines):
         lines.pop()
-    if not lines:
+    if not any(line.strip() for line in lines):
         raise InputError(f"{path}: empty; fix: write the maze one row per line: '#' walls, ' ' or '.' open, "
                          f"one S, one G")
     if len(lines) == 1 and len(lines[0]) > 1 and math.isqrt(len(lines[0])) ** 2 == len(lines[0]):

@@ -166,23 +166,26 @@ def resolve_device(name):
     return name
 
 
+def matmul_flops(dtype, device="cpu", n=2048, reps=5):
+    """Measured FLOP/s of an n x n matmul in `dtype`: the peak bench.py's MFU divides by."""
+    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0)).to(device, dtype)  # global RNG untouched
+    for i in range(reps + 1):  # the first is a warm-up: thread pool, kernel choice
+        if i == 1:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+        a @ a
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
 @functools.lru_cache(maxsize=None)
-def cpu_bf16_speedup(n=512, reps=3):
-    """How many times faster a bf16 matmul runs than a float32 one on this CPU, measured once (~0.1 s).
-    Flags alone cannot tell: about 4x with AMX and on AMD Zen 5's AVX-512, about 0.5x on AVX-512
-    CPUs whose bf16 instructions are slow, under 0.05x where bf16 is emulated (AVX2)."""
-    best = {}
-    for dt in (torch.float32, torch.bfloat16):
-        a = torch.randn(n, n, generator=torch.Generator().manual_seed(0)).to(dt)  # leaves the global RNG alone
-        a @ a  # warm-up: thread pool, kernel choice
-        best[dt] = min(_timed(lambda: a @ a) for _ in range(reps))
-    return best[torch.float32] / best[torch.bfloat16]
-
-
-def _timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+def cpu_bf16_speedup():
+    """How many times faster a bf16 matmul runs than a float32 one on this CPU, measured once (a few
+    ms; a quarter second where bf16 is emulated). Flags alone cannot tell: about 4x with AMX and on
+    AMD Zen 5's AVX-512, about 0.5x on AVX-512 CPUs whose bf16 is slow, under 0.05x on AVX2."""
+    return matmul_flops(torch.bfloat16, n=512, reps=3) / matmul_flops(torch.float32, n=512, reps=3)
 
 
 def cpu_kind():
@@ -219,21 +222,26 @@ def resolve_dtype(name, device_type):
 # Data parallelism: one process per device, launched by torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE)
 
 
-def init_distributed(C):
-    """(rank, local_rank, world_size); (0, 0, 1) when not launched by torchrun."""
+def init_distributed(C, device):
+    """(rank, local_rank, world_size); (0, 0, 1) when not launched by torchrun. device: the resolved
+    device type; nccl needs CUDA tensors, gloo takes CPU ones (and CUDA ones, slowly)."""
     if C["backend"] not in ("auto", "nccl", "gloo"):
         raise UserError(f"backend={C['backend']!r}: use auto, nccl or gloo")
     if C["backend"] == "nccl" and not torch.cuda.is_available():
         raise UserError("backend=nccl needs CUDA GPUs and this machine has none; use --backend=gloo (or auto)")
+    if C["backend"] == "nccl" and device != "cuda":
+        raise UserError(f"backend=nccl needs device=cuda, not {device}; use --backend=gloo (or auto)")
     if "RANK" not in os.environ:
         return 0, 0, 1
     rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
     if C["global_batch_size"] % world:
         raise UserError(f"global_batch_size {C['global_batch_size']} does not split evenly over {world} processes; "
                         f"use a multiple of {world}, or another --nproc_per_node")
-    backend = C["backend"] if C["backend"] != "auto" else "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank)
+    if device == "mps" and world > 1:
+        raise UserError("data parallelism over MPS is not supported; run one process (python train.py ...)")
+    backend = C["backend"] if C["backend"] != "auto" else "nccl" if device == "cuda" else "gloo"
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)  # each rank's own GPU is its current one (and its RNG state)
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=C["ddp_timeout_minutes"]))
     return rank, local_rank, world
 
@@ -310,8 +318,12 @@ SCORERS = {"maze": "prepare_maze", "arc": "prepare_arc"}
 
 
 def task_scorer(meta):
+    """(score(data_dir, split, records, out_dir), the record fields it reads), or (None, ())."""
     module = SCORERS.get(dataset.task_of(meta))
-    return importlib.import_module(module).score if module else None
+    if module is None:
+        return None, ()
+    module = importlib.import_module(module)
+    return module.score, module.SCORE_FIELDS
 
 
 @torch.inference_mode()
@@ -326,18 +338,20 @@ def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=
     was_training = model.training
     model.eval()
     meta, _ = dataset.load_split(C["data_dir"], C["eval_split"])
-    scorer = task_scorer(meta)
+    scorer, fields = task_scorer(meta)
     sums, n_rows, records = {}, 0, []
     batches = dataset.eval_batches(C["data_dir"], C["eval_split"], C["global_batch_size"], rank, world)
-    other_ids = np.random.default_rng(C["seed"] + rank)
     for i, (batch, real) in enumerate(tqdm(batches, desc="eval", leave=False, dynamic_ncols=True, disable=rank > 0)):
         if max_batches and i >= max_batches:
             break
         own_ids = batch["puzzle_identifiers"].copy()  # the scorer maps each answer back through its own
-        if ids != "none":
-            shown = np.full(real, meta["blank_identifier_id"]) if ids == "blank" else \
-                other_ids.integers(1, model.config.num_puzzle_identifiers, real)
-            batch["puzzle_identifiers"][:real] = shown
+        if ids == "blank":
+            batch["puzzle_identifiers"][:real] = meta["blank_identifier_id"]
+        elif ids == "random":  # drawn for the global batch, so that every world size shows the same ones
+            drawn = np.random.default_rng([C["seed"], i]).integers(1, model.config.num_puzzle_identifiers,
+                                                                    C["global_batch_size"])
+            local = C["global_batch_size"] // world
+            batch["puzzle_identifiers"][:real] = drawn[rank * local:rank * local + real]
         batch = to_device(batch, device)
         carry = model.initial_carry(batch)
         for _ in range(model.config.halt_max_steps):
@@ -345,11 +359,10 @@ def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=
         add_into(sums, act_loss(carry, outputs, model.config.loss_type)[1])
         n_rows += real
         if scorer:
-            # Tokens fit a byte: keep records small (an ARC test set is ~400k examples of 900 tokens).
-            records.append({k: v[:real].cpu().numpy() for k, v in dict(
-                batch, puzzle_identifiers=torch.from_numpy(own_ids),
-                inputs=batch["inputs"].to(torch.uint8), labels=batch["labels"].to(torch.int16),
-                preds=outputs["preds"].to(torch.uint8), q_halt_logits=outputs["q_halt_logits"].float()).items()})
+            # Only what the scorer reads, tokens as bytes: an ARC test set is ~400k examples of 900 tokens.
+            kept = dict(inputs=batch["inputs"].to(torch.uint8), puzzle_identifiers=torch.from_numpy(own_ids),
+                        preds=outputs["preds"].to(torch.uint8), q_halt_logits=outputs["q_halt_logits"].float())
+            records.append({k: kept[k][:real].cpu().numpy() for k in fields})
     model.train(was_training)
     sums = all_sum_dict(sums, device, world)
     (n_rows,) = all_sum([n_rows], device, world)
@@ -432,10 +445,10 @@ def truncate_jsonl(path, step):
 
 
 def train(C):
-    rank, local_rank, world = init_distributed(C)
+    dev = resolve_device(C["device"])
+    rank, local_rank, world = init_distributed(C, dev)
     master = rank == 0  # rank 0 alone logs, evaluates the task metrics and writes files
     torch.manual_seed(C["seed"])  # the same initial model on every rank
-    dev = resolve_device(C["device"])
     auto_dtype, C["dtype"] = C["dtype"] == "auto", resolve_dtype(C["dtype"], dev)
     if auto_dtype and world > 1 and dev == "cpu":  # timings may differ between ranks: all must agree
         C["dtype"] = "bfloat16" if all_sum([C["dtype"] == "bfloat16"], dev, world)[0] == world else "float32"
@@ -519,11 +532,12 @@ def train(C):
         carries = gather_to_rank0(carry_to(vars(carry), "cpu"), world)
         rngs = gather_to_rank0(dict(torch=torch.get_rng_state(),
                                     cuda=torch.cuda.get_rng_state() if dev.startswith("cuda") else None), world)
+        log_sums = gather_to_rank0(dict(sums), world)  # each rank's part of the next log line
         if master:
             save_checkpoint(ckpt_path, dict(
                 model=model.state_dict(), optimizer=opt.state_dict(), emb_optimizer=emb_opt and emb_opt.state_dict(),
                 ema=ema and ema.state_dict(), loader=loader.state_dict(), carry=carries, rng=rngs, step=step,
-                log_sums=dict(sums), log_seen=seen, config=C, model_config=dataclasses.asdict(cfg)))
+                log_sums=log_sums, log_seen=seen, config=C, model_config=dataclasses.asdict(cfg)))
 
     def run_eval(final=False):
         with ema.swapped_in(model) if ema else contextlib.nullcontext():
@@ -551,6 +565,7 @@ def train(C):
     t_start, t_log, sums, seen = time.time(), time.time(), {}, 0
     if C["init_from"] == "resume":
         sums, seen = state["log_sums"], state["log_seen"]
+        sums = sums[rank] if isinstance(sums, list) else sums  # older checkpoints: one dict
     try:
         while step < last_step:
             pass_before = loader.iteration
@@ -608,6 +623,7 @@ def train(C):
     checkpoint()
     result = run_eval(final=True)
     if world > 1:
+        dist.barrier()  # rank 0's last receives (the evaluation gather) done before any rank tears down gloo
         dist.destroy_process_group()
     return result
 

@@ -51,7 +51,7 @@ def test_a_shape_that_does_not_fit_is_reported_and_the_next_one_runs(monkeypatch
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
         return 0.5, 0.1, TRMConfig(vocab_size=11, seq_len=81, hidden_size=32, num_heads=2), 1000
     monkeypatch.setattr(bench, "bench_model", fake)
-    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device: 1e11)
+    monkeypatch.setattr(bench.train, "matmul_flops", lambda dtype, device: 1e11)
     monkeypatch.setattr("sys.argv", ["bench.py", "--models=maze,sudoku_mlp", "--device=cpu", "--dtype=float32"])
     bench.main()
     out = capsys.readouterr().out

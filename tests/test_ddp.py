@@ -14,7 +14,7 @@ from conftest import ROOT, run_script
 from test_train import read_metrics, tiny_run
 
 # Exploration off: its draws differ by rank on purpose (the official code seeds each rank apart).
-SAME = ["--halt_exploration_prob=0.0", "--log_interval=2", "--eval_interval=100", "--ckpt_interval=1000"]
+SAME = ["--halt_exploration_prob=0.0", "--log_interval=3", "--eval_interval=100", "--ckpt_interval=1000"]
 
 
 def torchrun(nproc, *args, timeout=240):
@@ -70,6 +70,19 @@ def test_each_rank_keeps_its_own_carry_and_resumes_exactly(two_ranks):
     assert read_metrics(two_ranks / "two")[-1] == read_metrics(two_ranks / "resumed")[-1]
 
 
+def test_a_log_window_split_by_a_stop_is_summed_over_every_rank_on_resume(sudoku4, two_ranks, tmp_path):
+    # max_minutes stops both ranks after step 1, inside the first log window (steps 1-3): each rank's
+    # share of that window is in the checkpoint and comes back to that rank.
+    stopped = torchrun(2, *tiny_run(sudoku4, tmp_path / "o", "--max_steps=8", "--max_minutes=1e-6", *SAME))
+    assert stopped.returncode == 0 and "reached at step 1" in stopped.stdout + stopped.stderr, stopped.stderr[-2000:]
+    rest = torchrun(2, *tiny_run(sudoku4, tmp_path / "o", "--max_steps=8", "--init_from=resume", *SAME))
+    assert rest.returncode == 0, rest.stderr[-2000:]
+
+    def train_rows(out):
+        return [{k: v for k, v in r.items() if k != "examples_per_s"} for r in read_metrics(out) if r["split"] == "train"]
+    assert train_rows(tmp_path / "o") == train_rows(two_ranks / "two")
+
+
 def test_resuming_with_another_number_of_processes_is_refused(sudoku4, two_ranks, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -80,19 +93,18 @@ def test_resuming_with_another_number_of_processes_is_refused(sudoku4, two_ranks
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("env, setting, message", [
-    ({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "3"}, {}, "does not split evenly over 3 processes"),
-    ({}, {"backend": "nccl"}, "backend=nccl needs CUDA GPUs"),
-    ({}, {"backend": "mpi"}, "use auto, nccl or gloo"),
+@pytest.mark.parametrize("env, setting, device, message", [
+    ({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "3"}, {}, "cpu", "does not split evenly over 3 processes"),
+    ({}, {"backend": "nccl"}, "cpu", "backend=nccl needs (CUDA GPUs|device=cuda)"),  # without / with CUDA here
+    ({}, {"backend": "mpi"}, "cpu", "use auto, nccl or gloo"),
+    ({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}, {}, "mps", "data parallelism over MPS is not supported"),
 ])
-def test_bad_data_parallel_settings_are_one_clear_error(monkeypatch, env, setting, message):
-    if setting.get("backend") == "nccl" and torch.cuda.is_available():
-        pytest.skip("this machine has CUDA, so nccl is allowed")
+def test_bad_data_parallel_settings_are_one_clear_error(monkeypatch, env, setting, device, message):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     C = dict(train.DEFAULTS, global_batch_size=16, **setting)
     with pytest.raises(train.UserError, match=message):
-        train.init_distributed(C)
+        train.init_distributed(C, device)
 
 
 def children(pid):

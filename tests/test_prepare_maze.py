@@ -420,6 +420,8 @@ def test_parse_maze_accepts_dots_stripped_lines_and_one_line_grids():
     assert (pm.parse_maze("\n".join(stripped) + "\n\n") == expected).all()
     assert (pm.parse_maze(dotted) == expected).all()
     assert (pm.parse_maze("".join(RING)) == expected).all()
+    open_last_row = ["S#G", " # ", "   "]  # an editor turns the last row into an empty line
+    assert (pm.parse_maze("S#G\n # \n\n") == tokens(open_last_row)).all()
 
 
 @pytest.mark.parametrize("rows, what", [
