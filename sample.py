@@ -95,6 +95,9 @@ def read_sudoku_file(path, size):
             columns = (fields.index("question"), fields.index("answer") if "answer" in fields else None)
             continue
         where = f"{path}:{n}"
+        if columns[0] >= len(fields):
+            raise UserError(f"{where}: no question column (the header puts it in column {columns[0] + 1}); "
+                            f"fix the line or the header")
         question = parse_sudoku(fields[columns[0]], size, where)
         answer = fields[columns[1]] if columns[1] is not None and columns[1] < len(fields) else ""
         rows.append((where, question, parse_sudoku_answer(answer, question, size, where) if answer else None))
@@ -315,8 +318,8 @@ def looks_like(text):
     chars = set(text)
     if chars <= set("#SGo. \t\r\n") and "S" in chars:
         return "maze"
-    if chars <= set("0123456789.|-+ \t\r\n"):
-        return "sudoku"
+    if chars <= set("0123456789.|-+ \t\r\n") and sudoku_size(len(text.translate(BOX_RULES))):
+        return "sudoku"  # (ARC task ids can be all digits too: 00576224)
     return None
 
 
@@ -597,7 +600,10 @@ def show(task, model, puzzles, names, steps, halt_p, args, device):
             history.setdefault(r, []).append((step, p, q))
 
     with torch.inference_mode():
-        solve(model, {k: torch.from_numpy(v).to(device) for k, v in puzzles.items()}, steps, halt_p, record)
+        for lo in range(0, len(names), args.batch_size):  # a long --puzzle_file in batches, not all at once
+            chunk = {k: torch.from_numpy(np.ascontiguousarray(v[lo:lo + args.batch_size])).to(device)
+                     for k, v in puzzles.items()}
+            solve(model, chunk, steps, halt_p, lambda step, rows, outputs: record(step, rows + lo, outputs))
     threshold = halt_logit(args.halt_p[0])  # what "halt" means in the display, adaptive or not
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     width = shutil.get_terminal_size((100, 24)).columns
@@ -758,8 +764,11 @@ def sweep(task, model, puzzles, step_counts, args, device, chart):
               f"{1000 * snap['seconds'] / n:.1f} |")
     solved = [sc["exact"] if sc["known"] else sc["valid"] for _, sc, _ in rows]
     times = [t for _, _, t in rows]
-    plot_sweep(chart, step_counts, [("percent solved", [100 * x for x in solved], (0, 100)),
-                                    ("seconds", times, (0, max(times)))], mark=trained)
+    try:
+        plot_sweep(chart, step_counts, [("percent solved", [100 * x for x in solved], (0, 100)),
+                                        ("seconds", times, (0, max(times)))], mark=trained)
+    except OSError as e:  # the table above is printed already
+        raise UserError(f"--chart={chart}: cannot write ({e.strerror}); pick a writable path") from None
     print(f"wrote {chart}")
     return rows
 

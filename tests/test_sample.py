@@ -101,6 +101,10 @@ def test_puzzle_file_lines_answers_and_csv_header(tmp_path):
     csv = tmp_path / "x.csv"
     csv.write_text(f"source,question,answer,rating\nme,{QUESTION.replace(chr(10), '')},{ANSWER},0\n")
     assert sudoku.decode_grid(sample.read_sudoku_file(csv, 4)[0][2], 4) == ANSWER
+    short = tmp_path / "short.csv"
+    short.write_text(f"source,question,answer,rating\n{QUESTION.replace(chr(10), '')}\n")
+    with pytest.raises(train.UserError, match=f"{short}:2: no question column"):
+        sample.read_sudoku_file(short, 4)
     wrong = tmp_path / "wrong.txt"
     wrong.write_text(f"{QUESTION.replace(chr(10), '')},{ANSWER[:-2]}34\n")
     with pytest.raises(train.UserError, match=f"{wrong}:1: the answer given is not a solution"):
@@ -253,9 +257,18 @@ def test_a_typed_puzzle_is_solved_step_by_step_with_colour_and_a_gif(run_dir, tm
         assert torch.equal(p, state["ema"]["shadow"][name]), f"{name}: EMA weights are used"
 
 
-def test_test_puzzles_adaptive_eval_and_sweep(run_dir, sudoku4, tmp_path, capsys):
+def test_test_puzzles_adaptive_eval_and_sweep(run_dir, sudoku4, tmp_path, capsys, monkeypatch):
     out = sample_main(capsys, f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--show=1", "--color=never")
     assert "test #0, " in out and "of 3 solved" not in out and out.count("supervision steps") == 1
+    whole = sample_main(capsys, f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--show=1", "--color=never",
+                        "--num_puzzles=3")
+    sizes, solve = [], sample.solve
+    monkeypatch.setattr(sample, "solve", lambda model, batch, *a: sizes.append(len(batch["inputs"])) or
+                        solve(model, batch, *a))
+    assert whole == sample_main(capsys, f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--show=1",
+                                "--color=never", "--num_puzzles=3", "--batch_size=2"), "batches change nothing"
+    assert sizes == [2, 1]
+    monkeypatch.undo()
     out = sample_main(capsys, f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--eval", "--halt=adaptive",
                       "--halt_p=0.5,0.9", "--batch_size=16", "--repeats=2")
     rows = [line.split("|") for line in out.splitlines() if line.startswith(("| fixed", "| adaptive"))]
@@ -268,6 +281,8 @@ def test_test_puzzles_adaptive_eval_and_sweep(run_dir, sudoku4, tmp_path, capsys
     assert [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ") and "%" in line] == \
         ["1", "2", "5"]
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    message = error_of(f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--sweep=1", f"--chart={tmp_path}/no/x.png")
+    assert f"--chart={tmp_path}/no/x.png: cannot write" in message
 
 
 def test_official_weights_load_with_their_config(sudoku4, tmp_path, capsys):
@@ -350,7 +365,8 @@ def test_maze_puzzles_are_read_checked_and_drawn(tmp_path, capsys):
     (_, question, _), = task["parse"](MAZE, "m.txt")
     answer = maze.shortest_path(question, 5)
     assert task["check"](np.stack([question, answer]), np.stack([answer, question])).tolist() == [True, False]
-    assert sample.looks_like(MAZE) == "maze" and sample.looks_like("1..4") == "sudoku"
+    assert sample.looks_like(MAZE) == "maze" and sample.looks_like("1..4" * 4) == "sudoku"
+    assert sample.looks_like("00576224") is None, "an all-digit ARC task id is not a Sudoku"
     (tmp_path / "m.txt").write_text(MAZE)
     run = fake_run(tmp_path, "maze", 6, 25)
     gif = tmp_path / "maze.gif"
