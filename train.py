@@ -180,6 +180,9 @@ def matmul_flops(dtype, device="cpu", n=2048, reps=5):
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
+FAST_BF16 = 1.25  # dtype=auto: bf16 must beat float32 by this much to be worth its rounding
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_bf16_speedup():
     """How many times faster a bf16 matmul runs than a float32 one on this CPU, measured once (a few
@@ -201,9 +204,6 @@ def cpu_kind():
     if "avx512f" in flags:
         return "AVX-512 fast-bf16" if cpu_bf16_speedup() > FAST_BF16 else "AVX-512"
     return "AVX2"
-
-
-FAST_BF16 = 1.25  # bf16 must beat float32 by this much to be worth its rounding
 
 
 def resolve_dtype(name, device_type):
