@@ -41,6 +41,25 @@ class DatasetError(ValueError):
     """A dataset that is missing or breaks the format; the message is one line meant for the user."""
 
 
+# ----------------------------------------------------------------------------- reading text input
+
+def read_text(path):
+    """The text of a UTF-8 file (a leading BOM dropped), or a DatasetError naming the file and the
+    first byte that is not UTF-8, so that every reader of user files fails in one line."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot be read ({e.strerror})") from None
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = bom + e.start
+        raise DatasetError(f"{path}: byte {offset} (0x{data[offset]:02x}) is not UTF-8 text; "
+                           f"fix: save the file as UTF-8") from None
+
+
 # ----------------------------------------------------------------------------- invariants
 
 def check_split(meta, sets, where="<memory>"):

@@ -17,6 +17,8 @@ import importlib
 import json
 import math
 import os
+import pickle
+import re
 import sys
 import time
 
@@ -395,15 +397,29 @@ def save_checkpoint(path, state):
         os.close(dir_fd)
 
 
+def read_checkpoint(path):
+    """A checkpoint's contents, loaded as data only: tensors, numbers, strings, lists and dicts.
+    torch.load's weights_only=True refuses any other pickled object, so a crafted file cannot run code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused an object: never load it another way
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        raise UserError(f"{path} was refused: it holds a Python object ({found[1] if found else 'not plain data'}) "
+                        f"where a checkpoint has only tensors and plain data; checkpoints are loaded as data "
+                        f"only, never run") from None
+    except Exception as e:  # truncated, corrupt, or not a torch file
+        raise UserError(f"{path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                        f"it was left untouched. Restore it from a backup, or start over with "
+                        f"--init_from=scratch --out_dir=<new dir>") from None
+    if not isinstance(state, dict) or not {"config", "model", "model_config"} <= set(state):
+        raise UserError(f"{path} is not a train.py checkpoint (no config, model and model_config entries)")
+    return state
+
+
 def load_checkpoint(path, C, world=1):
     if not os.path.isfile(path):
         raise UserError(f"{path} not found: nothing to resume; start with --init_from=scratch")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state["config"], state["model"]
-    except Exception as e:  # truncated, corrupt, or not ours
-        raise UserError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:120]}); it was left untouched. "
-                        f"Restore it from a backup, or start over with --init_from=scratch --out_dir=<new dir>") from None
+    state = read_checkpoint(path)
     saved = {k: state["config"].get(k, DEFAULTS.get(k)) for k in SHAPE_KEYS}  # keys added later: their default
     differ = [f"{k}: checkpoint {saved[k]!r} vs now {C[k]!r}" for k in SHAPE_KEYS
               if k in C and saved[k] != C[k] and not (k in FROM_DATASET and C[k] is None)]
