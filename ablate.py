@@ -15,6 +15,7 @@ resumes: finished rows are kept, an unfinished row starts again from scratch (a 
 it more time than the others).
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -73,8 +74,8 @@ def parse(argv):
         own["minutes"] = float(own["minutes"])
     except ValueError:
         raise UserError(f"--minutes={own['minutes']}: give a number of minutes") from None
-    if own["minutes"] <= 0:
-        raise UserError(f"--minutes={own['minutes']}: give a positive number of minutes")
+    if not 0 < own["minutes"] < math.inf:  # nan and inf too: train.py's max_minutes takes neither
+        raise UserError(f"--minutes={own['minutes']}: give a positive number of minutes, e.g. --minutes=8")
     known = [r[0] for r in ROWS]
     own["rows"] = [r for r in own["rows"].split(",") if r]
     if not own["rows"]:
@@ -138,7 +139,8 @@ def summarise_run(out_dir):
     late = trained[-max(1, len(trained) // 4):]  # halting as learned by the end: the last quarter of the logs
     counts = np.array([r["count"] for r in late], dtype=float)
     act_steps = float(np.dot(counts, [r["steps"] for r in late]) / counts.sum()) if counts.sum() else float("nan")
-    ckpt = torch.load(os.path.join(out_dir, "ckpt.pt"), map_location="cpu", weights_only=False)
+    ckpt = train.read_checkpoint(os.path.join(out_dir, "ckpt.pt"), fix=f"Remove {out_dir} to run the row "
+                                 f"again")  # data only: a crafted file is refused, never run
     with torch.device("meta"):  # shapes only: count without allocating
         params = TRM(TRMConfig(**ckpt["model_config"])).num_params()
     return dict(exact_accuracy=final["exact_accuracy"], accuracy=final["accuracy"], params=params,
@@ -198,7 +200,10 @@ def main(argv):
         if not os.path.isfile(os.path.join(base["data_dir"], "train", "dataset.json")):
             raise UserError(f"{base['data_dir']} not found; make it with "
                             f"`python prepare_sudoku.py --difficulty medium` (or pass --data_dir=...)")
-        os.makedirs(own["out"], exist_ok=True)
+        try:
+            os.makedirs(own["out"], exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--out={own['out']}: cannot make that folder ({e.strerror}); pick another --out") from None
         results = [run_row(own, train_args(own, passthrough, row, base), row, i, len(own["rows"]))
                    for i, row in enumerate(own["rows"], start=1)]
         write_table(os.path.join(own["out"], "table.md"), results, own, base)
@@ -206,6 +211,8 @@ def main(argv):
         print(f"wrote {os.path.join(own['out'], 'table.md')} and {os.path.join(own['out'], 'ablations.png')}")
     except (UserError, train.UserError) as e:
         sys.exit(f"ablate.py: {e}")
+    except KeyboardInterrupt:  # finished rows are kept; the next run goes on from the first unfinished one
+        sys.exit("ablate.py: interrupted; run the same command again to continue the table")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ network (training: forward in the T-1 no-grad recursions, forward and backward, 
 inference: forward in all T) and the peak is measured here with a large matmul in the same dtype.
 """
 import argparse
+import os
 import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -27,6 +29,7 @@ MODELS = {
     "maze": (6, 900, "config/maze.py", 192),
     "arc1": (12, 900, "config/arc1.py", 192),
 }
+ROOT = os.path.dirname(os.path.abspath(__file__))
 CPU_BATCH = {"sudoku_mlp": 16, "sudoku_att": 16, "maze": 2, "arc1": 2}  # a step of a few seconds on 2 cores
 
 
@@ -70,7 +73,7 @@ def timed(fn, warmup, steps, device):
 def bench_model(name, batch_size, device, dtype, compile_, steps):
     """(train seconds/step, inference seconds/step, cfg, parameters) of one shape."""
     vocab, seq_len, config_file, _ = MODELS[name]
-    C = {**train.configure([config_file]), "dtype": dtype}
+    C = {**train.configure([os.path.join(ROOT, config_file)]), "dtype": dtype}  # from any working directory
     cfg = train.model_config(C, dict(vocab_size=vocab, seq_len=seq_len, num_puzzle_identifiers=1000))
     torch.manual_seed(0)
     model = TRM(cfg).to(device).train()
@@ -100,8 +103,13 @@ def bench_model(name, batch_size, device, dtype, compile_, steps):
     return train_s, infer_s, cfg, model.num_params()
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage dump
+        sys.exit(f"bench.py: {message}; see python bench.py --help")
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = Parser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated, from " + ", ".join(MODELS))
     p.add_argument("--batch", type=int, default=0, help="per device; 0 = the paper's per-GPU batch on CUDA, "
                                                         "a few-second step on CPU (16 Sudoku, 2 Maze/ARC)")
@@ -112,8 +120,13 @@ def main():
     args = p.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        p.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    if unknown or not names:
+        p.error(f"--models={args.models}: " + (f"unknown {', '.join(unknown)}; " if unknown else "") +
+                f"choose from {', '.join(MODELS)}")
+    if args.batch < 0:
+        p.error(f"--batch={args.batch}: must be at least 1 (or 0 for the default per shape)")
+    if args.steps < 1:
+        p.error(f"--steps={args.steps}: must be at least 1 (the median of that many timed steps is reported)")
     try:
         device = train.resolve_device(args.device)
         dtype = train.resolve_dtype(args.dtype, device)

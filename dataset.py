@@ -15,6 +15,7 @@ A group is one original puzzle with its augmentations, a puzzle holds one identi
 ARC uses a compact equivalent, the canvas layout (see "the canvas layout" below), read through the same API.
 """
 import filecmp
+import hashlib
 import json
 import os
 import shutil
@@ -29,7 +30,8 @@ FIELD_DTYPES = {"inputs": np.uint8, "labels": np.uint8, "puzzle_identifiers": np
                 "puzzle_indices": np.int32, "group_indices": np.int32}
 BASE_META = ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len",
              "num_puzzle_identifiers")
-OPTIONAL_META = ("task",)  # ours: "sudoku" | "maze" | "arc"; official datasets lack it (see task_of)
+OPTIONAL_META = ("task", "train_test_overlap")  # ours: "sudoku" | "maze" | "arc"; the count of test examples
+# also in train, kept on request (prepare_*.py --allow_overlap). Official datasets lack both (see task_of).
 CANVAS_META = ("layout", "offsets")  # the canvas layout's: "canvas", and "per_draw" | "fixed" (see below)
 # How to tell an official dataset's task from its shape: (vocab_size, seq_len) -> task.
 TASK_SHAPES = {(11, 81): "sudoku", (6, 900): "maze", (12, 900): "arc"}
@@ -72,6 +74,12 @@ def check_split(meta, sets, where="<memory>"):
         check(meta, arrays, lambda field: f"{where}/{set_name}__{field}.npy")
 
 
+def sample_rows(n, count=1024):
+    """Row indices to check or fingerprint: every row of an in-memory array up to `count`, else
+    `count` rows evenly spread (first and last included), so that opening a dataset stays cheap."""
+    return np.unique(np.linspace(0, n - 1, min(n, count)).astype(np.int64)) if n else np.zeros(0, np.int64)
+
+
 def _check_fields(a, fields, path):
     for field in fields:
         if field not in a:
@@ -87,7 +95,8 @@ def _check_set(meta, a, path):
     for field in ("inputs", "labels"):
         if a[field].shape != (n_examples, seq_len):
             raise DatasetError(f"{path(field)}: shape {a[field].shape}, expected ({n_examples}, {seq_len})")
-        if n_examples and (a[field].min() < 0 or a[field].max() >= vocab):
+        rows = a[field][sample_rows(n_examples)]  # all of them when writing; a sample of a memory map
+        if n_examples and (rows.min() < 0 or rows.max() >= vocab):
             raise DatasetError(f"{path(field)}: tokens outside [0, vocab_size={vocab})")
     _check_puzzles(meta, a, path, n_examples)
 
@@ -126,46 +135,70 @@ def derived_meta(sets):
 
 # ----------------------------------------------------------------------------- writing
 
-def write_dataset(out_dir, splits, identifiers, overwrite=False, extra_files=None, shared=None):
+def write_dataset(out_dir, splits, identifiers, overwrite=False, extra_files=None, shared=None, sources=()):
     """Write a dataset atomically: everything goes to a temporary sibling directory, renamed at the end.
 
     splits: {"train": (meta, {"all": arrays}), "test": (meta, {...})}; meta needs BASE_META, the
     DERIVED_META fields are computed here. identifiers: names for identifier ids (0 = "<blank>").
     extra_files: {relative path: text} written alongside (e.g. the source puzzles as CSV).
     shared: {name: array} saved as DIR/name.npy, the canvas layout's arrays (CANVAS_SHARED), checked with it.
-    An out_dir holding the very same dataset is left alone; a different one is refused unless overwrite.
+    sources: the input files or directories the dataset is built from; out_dir may not be or hold one.
+    An out_dir holding the very same dataset is left alone; a different one written by this module is
+    replaced only with overwrite, and a directory holding anything else never (see _refuse_foreign).
     Returns "written" or "unchanged".
     """
     out_dir = os.path.abspath(out_dir)
+    for source in sources:
+        if source and _is_within(source, out_dir):
+            raise DatasetError(f"{out_dir}: holds the source {source}, which writing the dataset there would "
+                               f"replace; fix: pick another --out")
     prepared = {split: _prepare_split(split, meta, sets) for split, (meta, sets) in splits.items()}
     for split, (meta, sets) in prepared.items():
         if is_canvas(meta):
             check_canvas(meta, sets, shared or {}, where=split)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the dataset should look like any directory
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise DatasetError(f"{out_dir}: is a file, not a directory; fix: pick another --out")
+    tmp = None
     try:
-        for split, (meta, sets) in prepared.items():
-            os.makedirs(os.path.join(tmp, split))
-            with open(os.path.join(tmp, split, "dataset.json"), "w") as f:
-                json.dump(meta, f)
-            for set_name, arrays in sets.items():
-                for field, array in arrays.items():
-                    np.save(os.path.join(tmp, split, f"{set_name}__{field}.npy"), array)
-        for name, array in (shared or {}).items():
-            np.save(os.path.join(tmp, f"{name}.npy"), np.ascontiguousarray(array))
-        with open(os.path.join(tmp, "identifiers.json"), "w") as f:
-            json.dump(list(identifiers), f)
-        for rel, text in (extra_files or {}).items():
-            os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
-            with open(os.path.join(tmp, rel), "w") as f:
-                f.write(text)
+        parent = os.path.dirname(out_dir)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the dataset should look like any directory
+        _write_tree(tmp, prepared, identifiers, extra_files, shared)
         return _move_into_place(tmp, out_dir, overwrite)
+    except OSError as e:  # read-only, full disk, a path through a file: one line, and no half-written files
+        where = e.filename or out_dir
+        raise DatasetError(f"{out_dir}: cannot write the dataset ({e.strerror or e} at {where}); "
+                           f"fix: free space, or pick another --out") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+MANIFEST = "manifest.json"  # ours: every file of the dataset and its size, so --overwrite knows what it owns
+
+
+def _write_tree(tmp, prepared, identifiers, extra_files, shared):
+    """The dataset's files, and the manifest listing them, into the empty directory tmp."""
+    for split, (meta, sets) in prepared.items():
+        os.makedirs(os.path.join(tmp, split))
+        with open(os.path.join(tmp, split, "dataset.json"), "w") as f:
+            json.dump(meta, f)
+        for set_name, arrays in sets.items():
+            for field, array in arrays.items():
+                np.save(os.path.join(tmp, split, f"{set_name}__{field}.npy"), array)
+    for name, array in (shared or {}).items():
+        np.save(os.path.join(tmp, f"{name}.npy"), np.ascontiguousarray(array))
+    with open(os.path.join(tmp, "identifiers.json"), "w") as f:
+        json.dump(list(identifiers), f)
+    for rel, text in (extra_files or {}).items():
+        os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+        with open(os.path.join(tmp, rel), "w") as f:
+            f.write(text)
+    with open(os.path.join(tmp, MANIFEST), "w") as f:
+        json.dump({"files": {rel: os.path.getsize(os.path.join(tmp, rel)) for rel in _files(tmp)}}, f, indent=0)
 
 
 def _prepare_split(split, meta, sets):
@@ -197,10 +230,10 @@ def _move_into_place(tmp, out_dir, overwrite):
     if os.path.exists(out_dir) and os.listdir(out_dir):
         if _same_tree(tmp, out_dir):
             return "unchanged"
+        _refuse_foreign(out_dir)
         if not overwrite:
-            what = "a different dataset" if _is_dataset(out_dir) else "other files"
-            raise DatasetError(f"{out_dir}: already holds {what}; pass --overwrite to replace it "
-                               f"or choose another output directory")
+            raise DatasetError(f"{out_dir}: already holds a different dataset; pass --overwrite to replace it, "
+                               f"or pick another --out")
         old = tmp + ".old"
         os.replace(out_dir, old)  # a directory cannot be replaced by rename while non-empty
         os.replace(tmp, out_dir)
@@ -212,16 +245,49 @@ def _move_into_place(tmp, out_dir, overwrite):
     return "written"
 
 
-def _is_dataset(path):
-    return any(os.path.exists(os.path.join(path, s, "dataset.json")) for s in ("train", "test"))
+def _refuse_foreign(out_dir):
+    """Refuse a non-empty out_dir unless it is a dataset this module wrote: every file listed in its
+    manifest with the size it had (datasets from before the manifest: only the format's own files)."""
+    try:
+        with open(os.path.join(out_dir, MANIFEST)) as f:
+            listed = dict(json.load(f)["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = None
+
+    def ours(rel):
+        if listed is None:
+            return _format_file(rel)
+        return rel == MANIFEST or listed.get(rel) == os.path.getsize(os.path.join(out_dir, rel))
+
+    foreign = [rel for rel in _files(out_dir) if not ours(rel)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise DatasetError(f"{out_dir}: holds files that are not a dataset written here ({shown}); nothing was "
+                           f"changed; --overwrite replaces only a dataset this project wrote: pick another --out")
+
+
+def _format_file(rel):
+    """A file the format itself defines (identifiers, metadata, arrays), as an older version wrote them."""
+    parts = rel.split(os.sep)
+    if len(parts) == 1:
+        return rel == "identifiers.json" or rel in {f"{name}.npy" for name in CANVAS_SHARED}
+    return len(parts) == 2 and (parts[1] == "dataset.json" or "__" in parts[1] and parts[1].endswith(".npy"))
+
+
+def _is_within(path, directory):
+    """True when path is directory itself or lies somewhere inside it (links resolved)."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
+def _files(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
 
 
 def _same_tree(a, b):
-    def files(root):
-        return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
-    if files(a) != files(b):
+    if _files(a) != _files(b):
         return False
-    return all(filecmp.cmp(os.path.join(a, rel), os.path.join(b, rel), shallow=False) for rel in files(a))
+    return all(filecmp.cmp(os.path.join(a, rel), os.path.join(b, rel), shallow=False) for rel in _files(a))
 
 
 # ----------------------------------------------------------------------------- reading
@@ -238,18 +304,57 @@ def load_split(data_dir, split):
             meta = json.load(f)
     except json.JSONDecodeError as e:
         raise DatasetError(f"{meta_path}: not valid JSON ({e}); rebuild the dataset") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("sets", []), list):
+        raise DatasetError(f"{meta_path}: not a dataset.json (expected an object with a list of sets); rebuild it")
     sets = {}
     for set_name in meta.get("sets", ["all"]):
         sets[set_name] = {}
         for field in CANVAS_FIELDS if is_canvas(meta) else FIELDS:
-            path = os.path.join(split_dir, f"{set_name}__{field}.npy")
-            if not os.path.isfile(path):
-                raise DatasetError(f"{path}: not found; rebuild the dataset")
-            sets[set_name][field] = np.load(path, mmap_mode="r")
+            sets[set_name][field] = _load_array(os.path.join(split_dir, f"{set_name}__{field}.npy"))
+    check_split(meta, sets, where=split_dir)
+    _check_derived(meta, sets, meta_path)
     if is_canvas(meta):
         shared = _load_shared(data_dir)
+        check_canvas(meta, sets, shared, where=split_dir)
         sets = {name: _with_tokens(meta, arrays, shared, f"{split_dir}/{name}") for name, arrays in sets.items()}
     return meta, sets
+
+
+def _load_array(path):
+    """A memory-mapped .npy, or one line saying why not (missing, truncated, not an array)."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: not found; rebuild the dataset")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DatasetError(f"{path}: unreadable ({str(e).splitlines()[0][:100]}); it may be truncated: "
+                           f"rebuild the dataset") from None
+
+
+def _check_derived(meta, sets, meta_path):
+    """dataset.json's counts must be those of the arrays: the schedule and the loader are built on them."""
+    for key, value in derived_meta(sets).items():
+        if key in meta and key != "sets" and not np.isclose(meta[key], value, rtol=1e-6, atol=1e-9):
+            raise DatasetError(f"{meta_path}: {key} is {meta[key]} but the arrays hold {value:g}; rebuild the dataset")
+
+
+def fingerprint(data_dir, splits):
+    """A short hash of a dataset's content (metadata, index arrays and a sample of the tokens of the
+    given splits), stored in checkpoints so that a resume on other data is refused, not trained on."""
+    digest = hashlib.sha256()
+    names = os.path.join(data_dir, "identifiers.json")
+    if os.path.isfile(names):
+        with open(names, "rb") as f:
+            digest.update(f.read())
+    for split in splits:
+        meta, sets = load_split(data_dir, split)
+        digest.update(json.dumps(meta, sort_keys=True).encode())
+        for arrays in sets.values():
+            rows = sample_rows(len(arrays["inputs"]))
+            for field in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices"):
+                digest.update(np.ascontiguousarray(arrays[field][rows] if field in ("inputs", "labels")
+                                                   else arrays[field]).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def task_of(meta):
@@ -514,13 +619,7 @@ def check_canvas(meta, sets, shared, where="<memory>"):
 
 
 def _load_shared(data_dir):
-    shared = {}
-    for name in CANVAS_SHARED:
-        path = os.path.join(data_dir, f"{name}.npy")
-        if not os.path.isfile(path):
-            raise DatasetError(f"{path}: not found; rebuild the dataset")
-        shared[name] = np.load(path, mmap_mode="r")
-    return shared
+    return {name: _load_array(os.path.join(data_dir, f"{name}.npy")) for name in CANVAS_SHARED}
 
 
 def _with_tokens(meta, arrays, shared, where):

@@ -37,10 +37,21 @@ def write_png(path, rgb):
 
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
     png += chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(png)
-    os.replace(tmp, path)
+    write_atomic(path, png)
+
+
+def write_atomic(path, data):
+    """Write bytes through path.tmp and a rename: readers see the old file or the new one, and a
+    failure (a full disk, an unwritable place) leaves no temporary file behind. Raises OSError."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def draw_text(img, x, y, text, colour=(0, 0, 0), scale=2):
@@ -84,10 +95,24 @@ def panel(img, box, title, series, ylim=None):
         draw_text(img, x0 + 8, y0 + 6 + 12 * i, label, colour, scale=1)
 
 
+def read_jsonl(path):
+    """The records of a JSON-lines log; lines that do not parse as a record (the last one, cut short
+    when a run was killed mid-write) are skipped."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "iter" in record and "split" in record:
+                records.append(record)
+    return records
+
+
 def plot_curves(metrics_path, png_path):
     """Loss and exact accuracy against the optimiser step, from train.py's metrics.jsonl."""
-    with open(metrics_path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = read_jsonl(metrics_path)
     train = [r for r in records if r["split"] == "train"]
     evals = [r for r in records if r["split"] != "train"]
 
@@ -119,9 +144,15 @@ def plot_curves(metrics_path, png_path):
         ax.legend()
     axes[1].set_ylim(0, 1)
     fig.tight_layout()
-    fig.savefig(png_path + ".tmp.png", dpi=100)
-    plt.close(fig)
-    os.replace(png_path + ".tmp.png", png_path)
+    try:
+        fig.savefig(png_path + ".tmp.png", dpi=100)
+        os.replace(png_path + ".tmp.png", png_path)
+    except BaseException:
+        if os.path.exists(png_path + ".tmp.png"):
+            os.remove(png_path + ".tmp.png")
+        raise
+    finally:
+        plt.close(fig)
 
 
 
@@ -186,10 +217,7 @@ def write_gif(path, frames, delays, loop=0):
         out.append(bytes([min_code_size]) + b"".join(
             bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\x00")
     out.append(b"\x3b")
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(b"".join(out))
-    os.replace(tmp, path)
+    write_atomic(path, b"".join(out))
 
 
 def lzw_encode(pixels, min_code_size):

@@ -24,7 +24,7 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
-from dataset import Canvas, DatasetError, FIELDS, TrainLoader, load_split, write_dataset
+from dataset import Canvas, DatasetError, FIELDS, TrainLoader, load_split, read_text, write_dataset
 
 SIDE = 30  # the canvas; ARC grids are at most 30x30 (--canvas makes a smaller one for small CPU runs)
 PAD, EOS, COLOUR0 = 0, 1, 2  # tokens; colour c is token c + 2
@@ -80,9 +80,12 @@ def identifier_name(task_id, view, mapping):
 
 
 def identifier_names(task_id, views, mappings):
-    """identifier_name for many augmentations of one task at once."""
+    """identifier_name for many augmentations of one task at once. A task id that holds the separator itself
+    gets the suffix on its original too ("id|||t0|||0123456789"), so that parse_identifier, splitting the
+    suffix off from the right, gives back any id; official ids never hold it and keep the official names."""
     digits = (np.asarray(mappings, np.uint8).reshape(-1, 10) + ord("0")).tobytes().decode()
-    return [task_id if view == 0 and digits[10 * i:10 * i + 10] == "0123456789" else
+    plain = SEPARATOR not in task_id
+    return [task_id if plain and view == 0 and digits[10 * i:10 * i + 10] == "0123456789" else
             f"{task_id}{SEPARATOR}t{view}{SEPARATOR}{digits[10 * i:10 * i + 10]}" for i, view in enumerate(views)]
 
 
@@ -154,13 +157,12 @@ def render(grid, color=True):
 
 def read_json(path):
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(read_text(path))
+    except DatasetError as e:  # unreadable, or not UTF-8 (the message names the byte)
+        raise InputError(str(e)) from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
                          f"fix the file or download it again") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
 
 
 def to_grid(value, where):
@@ -209,6 +211,8 @@ def read_combined(challenges):
     if not isinstance(raw, dict):
         raise InputError(f"{challenges}: expected an object {{task_id: task}}")
     solutions = read_json(solutions_path) if os.path.isfile(solutions_path) else None
+    if solutions is not None and not isinstance(solutions, dict):
+        raise InputError(f"{solutions_path}: expected an object {{task_id: [output grid per test input]}}")
     if solutions is not None:
         missing, extra = sorted(set(raw) - set(solutions)), sorted(set(solutions) - set(raw))
         if missing or extra:
@@ -218,10 +222,10 @@ def read_combined(challenges):
     for task_id, task in raw.items():
         outputs = None if solutions is None else solutions[task_id]
         tests = task.get("test") if isinstance(task, dict) else None
-        if outputs is not None and (not isinstance(outputs, list) or not isinstance(tests, list)
-                                    or len(outputs) != len(tests)):
+        if outputs is not None and isinstance(tests, list) and (not isinstance(outputs, list)
+                                                                or len(outputs) != len(tests)):
             raise InputError(f"{solutions_path}: task {task_id} needs a list of one solution per test input "
-                             f"({len(tests) if isinstance(tests, list) else 'none'} in {os.path.basename(challenges)})")
+                             f"({len(tests)} in {os.path.basename(challenges)})")
         tasks[task_id] = parse_task(task_id, task, challenges, outputs)
     return tasks
 
@@ -275,6 +279,7 @@ def load_subsets(source, subsets, test_set, keep=None):
     scored = dict(loaded)[test_set]
     if not scored:
         raise InputError(f"--tasks keeps no task of --test_set {test_set}: nothing to score; add one of its tasks")
+    _check_outputs(scored, test_set)
     for i, (name, tasks) in enumerate(loaded):
         for other, other_tasks in loaded[:i]:
             both = sorted(set(tasks) & set(other_tasks))
@@ -286,25 +291,53 @@ def load_subsets(source, subsets, test_set, keep=None):
             if both:
                 raise InputError(f"subsets {other} and {name} share {len(both)} task(s) ({_some(both)}); "
                                  f"a task may appear in one subset only: drop one of them")
-    _note_copies(loaded, test_set, scored)
     return loaded
 
 
-def _note_copies(loaded, test_set, scored):
-    """Say when a scored test pair is also a training pair under another id (ARC-AGI-1's evaluation task
-    070dd51e is training task 40853293); kept, as the official dataset keeps it."""
-    seen = {}
+def _check_outputs(scored, test_set):
+    """The scored test pairs have outputs, all of them (pass@K) or none (a submission: predictions and
+    submission.json only). A mix is refused rather than scored around: pass@K over part of the test inputs
+    is not the benchmark's number, and one output missing from a labelled set is a mistake in the data
+    (a solutions file cut short, a task edited by hand), best fixed where it is."""
+    missing = [(t, k) for t, task in scored.items() for k, (_, out) in enumerate(task["test"]) if out is None]
+    total = sum(len(task["test"]) for task in scored.values())
+    if missing and len(missing) < total:
+        (task_id, k), more = missing[0], f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InputError(f"--test_set {test_set}: task {task_id} test pair {k} has no output{more}, while "
+                         f"{total - len(missing)} of the set's {total} test pairs have one; fix: add the output (the "
+                         f"pair's 'output', or the task's entry in the _solutions.json file) or leave the task out "
+                         f"with --tasks (a test set with no outputs at all builds, for predictions only)")
+    if missing:
+        print(f"--test_set {test_set}: no test outputs (challenges without solutions): the test split gives "
+              f"predictions and submission.json only, no pass@K")
+
+
+def _note_copies(loaded, test_set):
+    """How many scored test pairs are also training pairs (the same input and output), said in one line:
+    ARC-AGI-1's evaluation task 070dd51e's test pair is a pair of training task 40853293. Kept and recorded
+    (dataset.json's train_test_overlap), not refused: the official dataset keeps it, the paper's number
+    includes it. Pairs equal only up to a view and a recolouring are not counted: several tasks' test pairs
+    are such images of their own demonstrations, which is the task, not a leak."""
+    def key(inp, out):
+        return inp.tobytes() + out.tobytes() + bytes(inp.shape + out.shape)
+    seen, copies, total = {}, [], 0
     for name, tasks in loaded:
         for task_id, task in tasks.items():
-            for inp, out in task["train"] + ([] if name == test_set else task["test"]):
-                if out is not None:
-                    seen.setdefault(inp.tobytes() + out.tobytes() + bytes(inp.shape + out.shape), task_id)
-    for task_id, task in scored.items():
+            pairs = [("train", task["train"])] + ([] if name == test_set else [("test", task["test"])])
+            for kind, kind_pairs in pairs:
+                for k, (inp, out) in enumerate(kind_pairs):
+                    if out is not None:
+                        seen.setdefault(key(inp, out), f"{kind} pair {k} of task {task_id}")
+    for task_id, task in dict(loaded)[test_set].items():
         for k, (inp, out) in enumerate(task["test"]):
-            other = out is not None and seen.get(inp.tobytes() + out.tobytes() + bytes(inp.shape + out.shape))
-            if other and other != task_id:
-                print(f"note: test pair {k} of {test_set} task {task_id} is also a training pair of task {other} "
-                      f"(kept, as in the official dataset)")
+            total += 1
+            if out is not None and key(inp, out) in seen:
+                copies.append(f"task {task_id} test pair {k} = {seen[key(inp, out)]}")
+    if copies:
+        print(f"note: {len(copies)} of the {total} test pairs of {test_set} are also training pairs "
+              f"({', '.join(copies[:3])}{', ...' if len(copies) > 3 else ''}); kept, as in the official dataset, "
+              f"and recorded in dataset.json as train_test_overlap")
+    return len(copies)
 
 
 def _some(ids, n=5):
@@ -471,7 +504,8 @@ def build(loaded, test_set, num_aug, seed, translation="per_draw", side=SIDE):
                 tokens, room = pair_canvases(inp, out, side)
                 pair_tokens.append(tokens)
                 pair_room.append(room)
-            rng = np.random.default_rng([seed, zlib.crc32(task_id.encode())])  # per task: --tasks keeps its draws
+            # per task, so --tasks keeps its draws; surrogatepass: a JSON key may hold a lone surrogate
+            rng = np.random.default_rng([seed, zlib.crc32(task_id.encode("utf-8", "surrogatepass"))])
             task_views, task_maps = augmentations([p for p in pairs if p[1] is not None], num_aug, rng)
             ids = np.arange(len(names), len(names) + len(task_views))
             names += identifier_names(task_id, task_views.tolist(), task_maps)
@@ -586,7 +620,9 @@ def score(data_dir, split, records, out_dir=None):
     identical answers are pooled per (task, test input) and ranked by votes, then by mean sigmoid(q_halt).
     pass@K: the true output is among the top K; averaged over a task's test inputs, then over the tasks
     scored (those with at least one record; a test input without any counts as missed). Returns
-    {"pass@K": ..., "tasks_scored", "tasks_total"}; writes out_dir/submission.json when out_dir is given."""
+    {"pass@K": ..., "tasks_scored", "tasks_total", "labelled": 1.0}, and for a split without test outputs
+    (built from challenges alone, for a submission) no pass@K and "labelled": 0.0; writes
+    out_dir/submission.json when out_dir is given, labelled or not."""
     _, sets = load_split(data_dir, split)
     (arrays,) = sets.values()  # ARC datasets hold one set
     names = read_json(os.path.join(data_dir, "identifiers.json"))
@@ -601,9 +637,11 @@ def score(data_dir, split, records, out_dir=None):
     # An example's position in its puzzle is its task's test input (the builder keeps them in order).
     votes = _pool(names, ids, np.arange(n) - starts[puzzles], records["preds"], records["q_halt_logits"])
     scored = list(dict.fromkeys(task for task, _ in votes))
-    result = {"tasks_scored": len(scored), "tasks_total": len(tasks)}
+    # prepare_arc builds a test split with every output or none; a mix (an older build) counts as unlabelled.
+    labelled = all("output" in pair for task in tasks.values() for pair in task["test"])
+    result = {"tasks_scored": len(scored), "tasks_total": len(tasks), "labelled": float(labelled)}
     ranked = {t: [rank_answers(votes.get((t, k), {})) for k in range(len(tasks[t]["test"]))] for t in scored}
-    if scored and all("output" in pair for t in scored for pair in tasks[t]["test"]):  # else: a submission only
+    if scored and labelled:  # else: a submission only
         truth = {t: [_grid_key(to_grid(pair["output"], f"test_puzzles.json: task {t}")) for pair in tasks[t]["test"]]
                  for t in scored}
         for k in PASS_KS:
@@ -692,13 +730,17 @@ def run(args):
     out = args.out or default_out(args)
     keep = [t for t in args.tasks.split(",") if t] if args.tasks else None
     loaded = load_subsets(args.source, args.subsets, args.test_set, keep)
+    overlap = _note_copies(loaded, args.test_set)
     splits, shared, names, test_tasks = build(loaded, args.test_set, args.num_aug, args.seed, args.translation,
                                               args.canvas)
+    if overlap:
+        splits["train"][0]["train_test_overlap"] = overlap
     extra = {"test_puzzles.json": scored_tasks_json(test_tasks)}
     if args.official_layout:
-        status = write_dataset(out, official_arrays(splits, shared), names, args.overwrite, extra)
+        status = write_dataset(out, official_arrays(splits, shared), names, args.overwrite, extra,
+                               sources=[args.source])
     else:
-        status = write_dataset(out, splits, names, args.overwrite, extra, shared=shared)
+        status = write_dataset(out, splits, names, args.overwrite, extra, shared=shared, sources=[args.source])
     n_tasks = sum(len(t) for _, t in loaded)
     n_train, n_test = (len(sets["all"]["example_sources"]) for _, sets in splits.values())
     short = int(np.sum(np.diff(splits["train"][1]["all"]["group_indices"]) < 1 + args.num_aug))
@@ -731,7 +773,9 @@ def build_parser():
                    help="write every example's tokens (the official layout, ~1.8 kB per example: ~7 GB for the "
                         "paper's ARC-AGI-1 set) instead of the canvas layout; implies fixed offsets")
     p.add_argument("--out", help="output directory (default data/arc<version>concept-aug-<num_aug>, as the official)")
-    p.add_argument("--overwrite", action="store_true", help="replace an output directory holding a different dataset")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output directory holding a different dataset written by a prepare script "
+                        "(never one holding other files, nor the source)")
     p.add_argument("--seed", type=int, default=42, help="seed of augmentations and offsets (default %(default)s, "
                                                          "the official)")
     p.add_argument("--quick_start", action="store_true",
@@ -769,6 +813,8 @@ def main(argv=None):
             run(args)
     except (InputError, DatasetError) as e:
         raise SystemExit(f"prepare_arc.py: {e}") from None
+    except KeyboardInterrupt:  # datasets are written whole or not at all, so nothing is left half-done
+        raise SystemExit("prepare_arc.py: interrupted; no dataset was written") from None
 
 
 if __name__ == "__main__":

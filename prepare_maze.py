@@ -11,7 +11,6 @@ check_paths (is a predicted path a real, shortest S-G path), score (train.py's m
 steps_between, bfs_distances, shortest_path, render, parse_maze, dihedral and its inverse.
 """
 import argparse
-import csv
 import functools
 import math
 import os
@@ -25,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dataset import DatasetError, write_dataset
-from prepare_sudoku import InputError, download
+from prepare_sudoku import InputError, check_overlap, csv_rows, download, hold_out, report_copies
 
 CHARSET = "# SGo"  # token = position + 1, as the official build_maze_dataset.py
 PAD, WALL, OPEN, START, GOAL, PATH = range(6)
@@ -286,11 +285,11 @@ def render(tokens, size, question=None, color=False):
                              for c, ch in enumerate(line)) for r, line in enumerate(lines))
 
 
-def parse_maze(text_or_lines, path="<maze>"):
+def parse_maze(text_or_lines, path="<maze>", size=None):
     """A user's maze -> 1-D uint8 tokens (size = isqrt(len)). Rows of '#' wall, ' ' or '.' open, 'S', 'G'
     ('o' path cells are kept as tokens), one line per row; rows shorter than the maze is tall are padded
     with open cells (editors drop trailing spaces); a single line of n*n characters (the CSV's form) also
-    works. Raises InputError naming the file, the line and the fix."""
+    works. With `size`, the maze must be size x size. Raises InputError naming the file, the line and the fix."""
     lines = text_or_lines.splitlines() if isinstance(text_or_lines, str) else \
         [line.rstrip("\r\n") for line in text_or_lines]
     # Trailing blank lines go, but not a last row of open cells that an editor emptied: keep as many
@@ -301,13 +300,10 @@ def parse_maze(text_or_lines, path="<maze>"):
         raise InputError(f"{path}: empty; fix: write the maze one row per line: '#' walls, ' ' or '.' open, "
                          f"one S, one G")
     if len(lines) == 1 and len(lines[0]) > 1 and math.isqrt(len(lines[0])) ** 2 == len(lines[0]):
-        size = math.isqrt(len(lines[0]))
-        lines = [lines[0][r * size:(r + 1) * size] for r in range(size)]
+        side = math.isqrt(len(lines[0]))
+        lines = [lines[0][r * side:(r + 1) * side] for r in range(side)]
+    _check_shape(lines, path, size)
     size = len(lines)
-    for i, line in enumerate(lines):
-        if len(line) > size:
-            raise InputError(f"{path}:{i + 1}: {len(line)} characters in a maze of {size} rows; fix: a maze is "
-                             f"square, one line per row, as many rows as columns")
     rows = [line.ljust(size).replace(".", " ") for line in lines]
     tokens = encode(rows)
     if (tokens == PAD).any():
@@ -322,6 +318,21 @@ def parse_maze(text_or_lines, path="<maze>"):
     if shortest_path(np.where(tokens == PATH, OPEN, tokens), size) is None:
         raise InputError(f"{path}: no path leads from S to G; fix: open a way through the walls")
     return tokens
+
+
+def _check_shape(lines, path, size):
+    """A maze is square (size x size when given); the message names the real shape, rows x columns."""
+    height, width = len(lines), max(len(line) for line in lines)
+    expected = f"a {size}x{size} maze" if size else "a square maze, as many columns as rows"
+    if width > height:
+        i = next(i for i, line in enumerate(lines) if len(line) > height)
+        raise InputError(f"{path}:{i + 1}: {len(lines[i])} characters in a maze of {height} rows, so it is "
+                         f"{height}x{width} (rows x columns); fix: give {expected}, one line per row")
+    if width < height:  # every row short: not an editor's dropped spaces (which leave the full rows alone)
+        raise InputError(f"{path}: the maze is {height}x{width} (rows x columns), {height} rows of at most {width} "
+                         f"characters; fix: give {expected} (write open cells at the end of a row as '.')")
+    if size is not None and height != size:
+        raise InputError(f"{path}: the maze is {height}x{height}; fix: give {expected}")
 
 
 # ============================================================================ generator
@@ -429,17 +440,15 @@ def default_min_path(size):
 def read_csv(path, size=HARD_SIZE):
     """Questions and answers as tokens, ratings and file line numbers of a Maze-Hard style CSV.
     Every row is checked; the first bad one raises InputError naming the file, the line and the fix."""
-    rows = []
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise InputError(f"{path}: the file is empty; fix: point --source at a CSV with the header "
-                             f"{','.join(CSV_HEADER)} and one maze per row")
-        if [h.strip().lower() for h in header] != CSV_HEADER:
-            raise InputError(f"{path}:1: header is {','.join(header)!r}, expected {','.join(CSV_HEADER)!r}; "
-                             f"fix: add or correct the header line")
-        rows = [(reader.line_num, row) for row in reader]
+    reader = csv_rows(path)
+    _, header = next(reader, (0, None))
+    if header is None:
+        raise InputError(f"{path}: the file is empty; fix: point --source at a CSV with the header "
+                         f"{','.join(CSV_HEADER)} and one maze per row")
+    if [h.strip().lower() for h in header] != CSV_HEADER:
+        raise InputError(f"{path}:1: header is {','.join(header)!r}, expected {','.join(CSV_HEADER)!r}; "
+                         f"fix: add or correct the header line")
+    rows = list(reader)
     if not rows:
         raise InputError(f"{path}: no mazes after the header; fix: use a CSV with one maze per row")
     return _convert_rows(path, rows, size)
@@ -477,6 +486,10 @@ def _size_problem(length, size):
     if root * root == length and root > 1:
         return (f"{length} characters, a {root}x{root} grid, expected {size}x{size} = {size * size}; "
                 f"fix: pass --size {root} or correct the row")
+    if length % size == 0:
+        return (f"{length} characters, {length // size} rows of {size} ({length // size}x{size}, rows x columns), "
+                f"which is not square (expected {size}x{size} = {size * size}); fix: write all {size * size} cells "
+                f"row by row")
     return (f"{length} characters, which is not a square grid (expected {size * size} for {size}x{size}); "
             f"fix: write all {size * size} cells row by row")
 
@@ -519,26 +532,38 @@ def subsample(data, count, seed, path):
     return {k: v[keep] for k, v in data.items()}
 
 
+def maze_classes(questions, size):
+    """Per row of (N, L) question tokens, the first row holding the same maze exactly (`exact`) and up to
+    the 8 dihedral views --aug trains on (`same`, by canonical_key, which is exact), both (N,) int64."""
+    exact, same, first_exact, first_same = np.arange(len(questions)), np.arange(len(questions)), {}, {}
+    for i, question in enumerate(questions):
+        exact[i] = first_exact.setdefault(question.tobytes(), i)
+        same[i] = first_same.setdefault(canonical_key(question, size), i)
+    return exact, same
+
+
 def from_csv_source(args):
-    """(train, test) dicts of tokens from --source FILE.csv or a directory of train.csv/test.csv."""
+    """(train, test, overlap) from --source FILE.csv or a directory of train.csv/test.csv: the splits' dicts
+    of tokens, and how many test mazes are also training rows (kept by --allow_overlap)."""
+    classes = functools.partial(maze_classes, size=args.size)
     if os.path.isdir(args.source):
         paths = [os.path.join(args.source, f"{s}.csv") for s in ("train", "test")]
         for p in paths:
             if not os.path.isfile(p):
                 raise InputError(f"{p}: not found; fix: a --source directory needs train.csv and test.csv")
         train, test = (read_csv(p, args.size) for p in paths)
-        return subsample(train, args.subsample, args.seed, paths[0]), test
+        train = subsample(train, args.subsample, args.seed, paths[0])
+        overlap = check_overlap(train, test, classes, paths, args.allow_overlap, "mazes", "a rotation or reflection")
+        return train, test, overlap
     if not os.path.isfile(args.source):
         raise InputError(f"{args.source}: not found; fix: give a CSV file or a directory with train.csv and test.csv")
     data = read_csv(args.source, args.size)
-    # One file: hold out --num_test rows (fixed seed) as the test split, train on the rest.
-    if args.num_test >= len(data["line"]):
-        raise InputError(f"{args.source}: --num_test {args.num_test} leaves no training rows out of "
-                         f"{len(data['line'])}; fix: lower --num_test")
-    held = np.random.default_rng(args.seed + 1).permutation(len(data["line"]))
-    test = {k: v[np.sort(held[:args.num_test])] for k, v in data.items()}
-    train = {k: v[np.sort(held[args.num_test:])] for k, v in data.items()}
-    return subsample(train, args.subsample, args.seed, args.source), test
+    _, same = classes(data["q"])
+    train, test = hold_out(data | {"class": same}, args.num_test, args.seed, args.source, "mazes")
+    train = subsample(train, args.subsample, args.seed, args.source)
+    report_copies(args.source, train.pop("class"), "mazes")
+    test.pop("class")
+    return train, test, 0
 
 
 # ============================================================================ building the dataset
@@ -589,8 +614,9 @@ def run(args):
             download(HF_URL.format(name), os.path.join(args.raw_dir, name))
         args.source = args.raw_dir
     started = time.time()
+    overlap = 0
     if args.source:
-        train, test = from_csv_source(args)
+        train, test, overlap = from_csv_source(args)
     else:
         q, a, steps = generate(args.generate + args.num_test, args.size, args.min_path, args.unique_path,
                                args.braid, args.seed)
@@ -602,7 +628,10 @@ def run(args):
         print(describe(split, d["a"], args.size))
     splits = {"train": maze_split(train["q"], train["a"], args.aug, args.size),
               "test": maze_split(test["q"], test["a"], False, args.size)}  # the test split is never augmented
-    status = write_dataset(out, splits, ["<blank>"], overwrite=args.overwrite, extra_files=extra)
+    if overlap:  # kept by --allow_overlap: dataset.json says so
+        splits["train"][0]["train_test_overlap"] = overlap
+    status = write_dataset(out, splits, ["<blank>"], overwrite=args.overwrite, extra_files=extra,
+                           sources=[args.source])
     per = 8 if args.aug else 1
     print(f"{out}: {status}; train {len(train['q'])} mazes x {per} = {len(train['q']) * per} examples, "
           f"test {len(test['q'])} ({time.time() - started:.1f} s)")
@@ -676,7 +705,13 @@ def build_parser():
                                  "data/maze-30x30-hard-1k for a CSV; -aug appended with --aug)")
     p.add_argument("--raw_dir", default=os.path.join("data", "raw", "maze-30x30-hard-1k"),
                    help="where --download puts the CSV files (default %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace an output directory holding a different dataset")
+    p.add_argument("--allow_overlap", action="store_true",
+                   help="keep test mazes of a --source directory's test.csv that are also training rows (the same "
+                        "maze, or a rotation or reflection of it), recording their count in dataset.json; refused "
+                        "by default (a single --source file holds out only mazes without copies)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output directory holding a different dataset written by a prepare script "
+                        "(never one holding other files, nor the source)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generator and of the subsample")
     return p
 
@@ -712,6 +747,8 @@ def main(argv=None):
             run(args)
     except (InputError, DatasetError) as e:
         raise SystemExit(f"prepare_maze.py: {e}") from None
+    except KeyboardInterrupt:  # datasets are written whole or not at all, so nothing is left half-done
+        raise SystemExit("prepare_maze.py: interrupted; no dataset was written") from None
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ decode_grid, is_valid_solution, render, augment / invert, the solver and its dif
 import argparse
 import csv
 import functools
+import itertools
 import multiprocessing
 import os
 import random
@@ -24,7 +25,7 @@ import urllib.request
 import numpy as np
 from tqdm import tqdm
 
-from dataset import DatasetError, write_dataset
+from dataset import DatasetError, read_text, write_dataset
 
 BOX_SHAPES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # box rows x box columns
 PAD, BLANK = 0, 1  # tokens; digit d is token d + 1
@@ -204,18 +205,122 @@ def symmetry_keys(questions, size):
     """A key per puzzle that every augmentation of it shares: the sorted multiset, over its givens,
     of (row and column given counts as an unordered pair, box given count, count of the same digit).
     Distinct puzzles rarely collide; when they do the generator drops one, which only costs a retry."""
+    return [c.tobytes() for c in _symmetry_codes(questions, size)]
+
+
+def _symmetry_codes(questions, size):
+    """symmetry_keys as an (N, L) int32 array, one sorted row per puzzle (int32 sums and broadcasting, as a
+    CSV holds millions of rows)."""
     questions = np.atleast_2d(questions)
-    n = len(questions)
-    given = questions != BLANK
+    n, (br, bc) = len(questions), BOX_SHAPES[size]
+    given = (questions != BLANK).astype(np.int32)
     grid = given.reshape(n, size, size)
-    row = np.repeat(grid.sum(2), size, axis=1)
-    col = np.tile(grid.sum(1), (1, size))
-    box = given[:, units(size)[2 * size:]].sum(2)[:, _box_of(size)]
-    digit_counts = np.stack([(questions == t).sum(1) for t in range(size + 2)], axis=1)
-    same = np.take_along_axis(digit_counts, questions.astype(np.intp), axis=1)
-    code = ((np.minimum(row, col) * 16 + np.maximum(row, col)) * 16 + box) * 16 + same
-    code = np.sort(np.where(given, code, -1), axis=1)
-    return [c.tobytes() for c in code.astype(np.int32)]
+    row, col = grid.sum(2, dtype=np.int32)[:, :, None], grid.sum(1, dtype=np.int32)[:, None, :]
+    box = grid.reshape(n, size, size // bc, bc).sum(3, dtype=np.int32)  # per row and stack, then per band
+    box = box.reshape(n, size // br, br, -1).sum(2, dtype=np.int32)
+    box = np.repeat(np.repeat(box, br, axis=1), bc, axis=2)
+    where = np.arange(n)[:, None] * (size + 2) + questions  # (puzzle, token) -> a flat counter
+    same = np.bincount(where.reshape(-1), minlength=n * (size + 2))[where].astype(np.int32)
+    code = (((np.minimum(row, col) * 16 + np.maximum(row, col)) * 16 + box) * 16).reshape(n, -1) + same
+    return np.sort(np.where(given == 1, code, -1), axis=1)
+
+
+def row_hashes(rows):
+    """A 64-bit FNV-1a style hash of each row of an integer array, vectorised: equal rows hash equal
+    (a prefilter; matches are confirmed exactly)."""
+    h = np.full(len(rows), 0xCBF29CE484222325, np.uint64)
+    for column in np.ascontiguousarray(np.asarray(rows).T, dtype=np.uint64):
+        h = (h ^ column) * np.uint64(0x100000001B3)  # wraps modulo 2**64, as the hash intends
+    return h
+
+
+def equivalent(a, b, size):
+    """Is puzzle b an augmentation of puzzle a (tokens): does a symmetry of random_transforms' group
+    (band/stack and row-in-band/column-in-stack permutations, a transpose where boxes are square) with a
+    digit relabelling map a exactly onto b? An exhaustive search, pruned first by per-line invariants,
+    then by b's fullest band alone (few candidates survive it), so distinct puzzles are told apart
+    whatever symmetry_keys says."""
+    br, bc = BOX_SHAPES[size]
+    b = np.asarray(b).reshape(size, size)
+    fullest = int(np.argmax((b != BLANK).reshape(size // br, -1).sum(1)))
+    b = b[np.r_[fullest * br + np.arange(br), [r for r in range(size) if r // br != fullest]]]  # a band move
+    b_rows, b_cols = _line_signatures(b, size)
+    rows, cols = _line_perms(size, br), _line_perms(size, bc)
+    a = np.asarray(a).reshape(size, size)
+    for grid in (a, a.T) if br == bc else (a,):
+        g_rows, g_cols = _line_signatures(grid, size)
+        row_ok = rows[(g_rows[rows[:, :br]] == b_rows[:br]).all(axis=(1, 2))]
+        col_ok = cols[(g_cols[cols] == b_cols).all(axis=(1, 2))]
+        if not len(row_ok) or not len(col_ok):
+            continue
+        firsts, which = np.unique(row_ok[:, :br], axis=0, return_inverse=True)
+        band = grid[firsts[:, None, :, None], col_ok[None, :, None, :]].reshape(-1, br * size)
+        for hit in np.flatnonzero(_relabels(band, b[:br].reshape(-1), size)).tolist():
+            first, c = divmod(hit, len(col_ok))
+            full = row_ok[which.reshape(-1) == first]
+            whole = grid[full[:, :, None], col_ok[c][None, None, :]].reshape(len(full), -1)
+            if _relabels(whole, b.reshape(-1), size).any():
+                return True
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def _line_perms(size, block):
+    """Every line order the augmentation can make (blocks of `block` lines permuted, lines permuted inside
+    each block): (P, size), new line i <- old line perms[p, i], as _line_orders draws them."""
+    inner = list(itertools.permutations(range(block)))
+    return np.array([[k * block + j for k, js in zip(order, inners) for j in js]
+                     for order in itertools.permutations(range(size // block))
+                     for inners in itertools.product(inner, repeat=size // block)], np.intp)
+
+
+def _line_signatures(grid, size):
+    """Per row and per column of a (size, size) token grid, the sorted codes of its givens: given count of
+    their column (for a row) or row (for a column), of their box, and how often their digit appears.
+    The group's moves and relabellings carry each line's signature along with the line."""
+    given = grid != BLANK
+    box = given.reshape(-1)[units(size)[2 * size:]].sum(1)[_box_of(size)].reshape(size, size)
+    same = np.bincount(grid.reshape(-1), minlength=size + 2)[grid]
+    in_row = np.where(given, (given.sum(0)[None, :] * 16 + box) * 16 + same, -1)
+    in_col = np.where(given, (given.sum(1)[:, None] * 16 + box) * 16 + same, -1)
+    return np.sort(in_row, axis=1), np.sort(in_col.T, axis=1)
+
+
+def _relabels(x, y, size):
+    """Per row of x (K, L): does one bijection of tokens, blank to blank, map it onto y (L,)?"""
+    k = np.arange(len(x))[:, None]
+    y = np.broadcast_to(y, x.shape)
+    forward, backward = np.zeros((len(x), size + 2), x.dtype), np.zeros((len(x), size + 2), x.dtype)
+    forward[k, x], backward[k, y] = y, x  # on a clash some value wins; the checks below catch the clash
+    return (((x == BLANK) == (y == BLANK)).all(1) & (forward[k, x] == y).all(1) & (backward[k, y] == x).all(1))
+
+
+def puzzle_classes(questions, size, chunk=100_000):
+    """Per row of (N, L) question tokens, the first row holding the same puzzle exactly (`exact`) and up to
+    augmentation (`same`), both (N,) int64. Rows are grouped by a hash of symmetry_keys (vectorised);
+    inside a group, rows equal as bytes are copies, and any other pair is decided by `equivalent`."""
+    n = len(questions)
+    exact, same = np.arange(n), np.arange(n)
+    hashes = np.concatenate([row_hashes(_symmetry_codes(questions[lo:lo + chunk], size))
+                             for lo in range(0, n, chunk)] or [np.zeros(0, np.uint64)])
+    order = np.argsort(hashes, kind="stable")  # stable: file order inside a group
+    starts = np.flatnonzero(np.r_[True, hashes[order][1:] != hashes[order][:-1]]) if n else np.zeros(0, int)
+    ends = np.r_[starts[1:], n]
+    for lo, hi in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist()):
+        seen, firsts = {}, []
+        for i in order[lo:hi].tolist():
+            key = questions[i].tobytes()
+            if key in seen:
+                exact[i] = seen[key]
+                same[i] = same[seen[key]]
+                continue
+            seen[key] = i
+            match = next((f for f in firsts if equivalent(questions[f], questions[i], size)), None)
+            if match is None:
+                firsts.append(i)
+            else:
+                same[i] = match
+    return exact, same
 
 
 @functools.lru_cache(maxsize=None)
@@ -484,26 +589,43 @@ def generate(total, difficulty, size, seed=0, workers=1):
 
 # ============================================================================ CSV source
 
+def csv_rows(path):
+    """(line number, fields) of each row of a UTF-8 CSV (a BOM dropped), streamed, so a 3.8M-row file is never
+    held whole; bytes that are not UTF-8, an unreadable file or a broken row raise a one-line error."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            try:
+                for row in reader:
+                    yield reader.line_num, row
+            except csv.Error as e:
+                raise InputError(f"{path}:{reader.line_num}: {e}; fix: repair or delete that row") from None
+    except UnicodeDecodeError:
+        read_text(path)  # raises the DatasetError that names the first byte that is not UTF-8
+        raise
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror}); fix: give a readable CSV file") from None
+
+
 def read_csv(path, size=9, min_difficulty=None):
     """Questions and answers as tokens, ratings and file line numbers of a sudoku-extreme style CSV.
     Every row is checked; the first bad one raises InputError naming the file, the line and the fix."""
     parts = {"q": [], "a": [], "rating": [], "line": []}
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise InputError(f"{path}: the file is empty; fix: point --source at a CSV with the header "
-                             f"{','.join(CSV_HEADER)} and one puzzle per row")
-        if [h.strip().lower() for h in header] != CSV_HEADER:
-            raise InputError(f"{path}:1: header is {','.join(header)!r}, expected {','.join(CSV_HEADER)!r}; "
-                             f"fix: add or correct the header line")
-        rows = []
-        for row in reader:
-            rows.append((reader.line_num, row))
-            if len(rows) == 100_000:
-                _convert_rows(path, rows, size, parts)
-                rows = []
-        _convert_rows(path, rows, size, parts)
+    reader = csv_rows(path)
+    _, header = next(reader, (0, None))
+    if header is None:
+        raise InputError(f"{path}: the file is empty; fix: point --source at a CSV with the header "
+                         f"{','.join(CSV_HEADER)} and one puzzle per row")
+    if [h.strip().lower() for h in header] != CSV_HEADER:
+        raise InputError(f"{path}:1: header is {','.join(header)!r}, expected {','.join(CSV_HEADER)!r}; "
+                         f"fix: add or correct the header line")
+    rows = []
+    for line, row in reader:
+        rows.append((line, row))
+        if len(rows) == 100_000:
+            _convert_rows(path, rows, size, parts)
+            rows = []
+    _convert_rows(path, rows, size, parts)
     if not parts["line"]:
         raise InputError(f"{path}: no puzzles after the header; fix: use a CSV with one puzzle per row")
     data = {k: np.concatenate(v) for k, v in parts.items()}
@@ -643,8 +765,13 @@ def _rate_sample(questions, size, limit=300):
     return np.array([rate(_digits(q), size) for q in questions[:limit]], dtype=np.int64)
 
 
+SYMMETRIES = "digits relabelled, rows, columns, bands or stacks permuted, transposed"  # random_transforms' group
+
+
 def from_csv_source(args):
-    """(train, test) dicts of tokens/ratings from --source FILE.csv or a directory of train.csv/test.csv."""
+    """(train, test, overlap) from --source FILE.csv or a directory of train.csv/test.csv: the splits' dicts
+    of tokens/ratings/lines, and how many test puzzles are also training rows (kept by --allow_overlap)."""
+    classes = functools.partial(puzzle_classes, size=args.size)
     if os.path.isdir(args.source):
         paths = [os.path.join(args.source, f"{s}.csv") for s in ("train", "test")]
         for p in paths:
@@ -652,18 +779,67 @@ def from_csv_source(args):
                 raise InputError(f"{p}: not found; fix: a --source directory needs train.csv and test.csv")
         train = read_csv(paths[0], args.size, args.min_difficulty)
         test = read_csv(paths[1], args.size, args.min_difficulty)
-        return subsample(train, args.subsample, args.seed, paths[0]), test
+        train = subsample(train, args.subsample, args.seed, paths[0])
+        overlap = check_overlap(train, test, classes, paths, args.allow_overlap, "puzzles", SYMMETRIES)
+        return train, test, overlap
     if not os.path.isfile(args.source):
         raise InputError(f"{args.source}: not found; fix: give a CSV file or a directory with train.csv and test.csv")
     data = read_csv(args.source, args.size, args.min_difficulty)
-    # One file: hold out --num_test rows (fixed seed) as the test split, sample training rows from the rest.
-    if args.num_test >= len(data["line"]):
-        raise InputError(f"{args.source}: --num_test {args.num_test} leaves no training rows out of "
-                         f"{len(data['line'])}; fix: lower --num_test")
-    held = np.random.default_rng(args.seed + 1).permutation(len(data["line"]))
-    test = {k: v[np.sort(held[:args.num_test])] for k, v in data.items()}
-    train = {k: v[np.sort(held[args.num_test:])] for k, v in data.items()}
-    return subsample(train, args.subsample, args.seed, args.source), test
+    _, same = classes(data["q"])
+    train, test = hold_out(data | {"class": same}, args.num_test, args.seed, args.source, "puzzles")
+    train = subsample(train, args.subsample, args.seed, args.source)
+    report_copies(args.source, train.pop("class"), "puzzles")
+    test.pop("class")
+    return train, test, 0
+
+
+def hold_out(data, num_test, seed, path, noun):
+    """(train, test) of one file: `num_test` rows (fixed seed) held out as the test split, drawn among the rows
+    with no copy in the file (data["class"]: per row, the first row of its puzzle), so that no held-out
+    puzzle is also trained on; every other row trains. Without copies this is a plain random hold-out."""
+    n = len(data["line"])
+    if num_test >= n:
+        raise InputError(f"{path}: --num_test {num_test} leaves no training rows out of {n}; fix: lower --num_test")
+    alone = np.flatnonzero(np.bincount(data["class"], minlength=n)[data["class"]] == 1)
+    if num_test > len(alone):
+        raise InputError(f"{path}: --num_test {num_test}, but only {len(alone)} of the {n} rows have no copy in the "
+                         f"file, and held-out {noun} must not also be trained on; fix: lower --num_test")
+    if len(alone) < n:
+        print(f"{path}: {n - len(alone)} of {n} rows have a copy in the file (exactly or up to augmentation); "
+              f"the {num_test} test rows are drawn from the other {len(alone)}, so none is also trained on")
+    held = alone[np.sort(np.random.default_rng(seed + 1).permutation(len(alone))[:num_test])]
+    train = np.ones(n, bool)
+    train[held] = False
+    return {k: v[train] for k, v in data.items()}, {k: v[held] for k, v in data.items()}
+
+
+def check_overlap(train, test, classes, paths, allow, noun, symmetries):
+    """Refuse test rows whose puzzle is also among the training rows, exactly or up to augmentation (classes:
+    questions -> (exact, same), per row its first copy), in one line naming the first lines of both files;
+    with allow keep them and return their count. Copies inside the training rows are reported."""
+    n_train = len(train["line"])
+    exact, same = classes(np.concatenate([train["q"], test["q"]]))
+    report_copies(paths[0], same[:n_train], noun)
+    hits = np.flatnonzero(same[n_train:] < n_train)  # a class's first row is a training row when it has any
+    if not len(hits) or allow:
+        if len(hits):
+            print(f"{paths[1]}: {len(hits)} of {len(test['line'])} test {noun} also appear in the training rows; "
+                  f"kept (--allow_overlap), recorded in dataset.json as train_test_overlap")
+        return len(hits)
+    n_exact = int((exact[n_train + hits] < n_train).sum())
+    first = ", ".join(f"test line {test['line'][j]} = train line {train['line'][same[n_train + j]]}"
+                      for j in hits[:3].tolist()) + (", ..." if len(hits) > 3 else "")
+    raise InputError(f"{paths[1]}: {len(hits)} of {len(test['line'])} test {noun} also appear in the training rows "
+                     f"of {paths[0]} (exact: {n_exact}, up to {symmetries}: {len(hits) - n_exact}) (first: "
+                     f"{first}); fix: remove them, or pass --allow_overlap to keep them (recorded in dataset.json)")
+
+
+def report_copies(path, same, noun):
+    """One printed line when training rows repeat a puzzle (kept: copies weigh a puzzle more, nothing leaks)."""
+    repeats = len(same) - len(np.unique(same))
+    if repeats:
+        print(f"{path}: {repeats} of {len(same)} training {noun} repeat another training row (exactly or up to "
+              f"augmentation); kept")
 
 
 def default_out(args):
@@ -686,8 +862,9 @@ def run(args):
             download(HF_URL.format(name), os.path.join(raw, name))
         args.source = raw
     started = time.time()
+    overlap = 0
     if args.source:
-        train, test = from_csv_source(args)
+        train, test, overlap = from_csv_source(args)
         test_ratings = _rate_sample(test["q"], args.size)
         print(describe(f"test, first {len(test_ratings)} by our rater", test["q"][:len(test_ratings)], test_ratings))
     else:
@@ -700,7 +877,10 @@ def run(args):
             extra[f"{split}.csv"] = to_csv(d["q"], d["a"], d["rating"], f"generated-{args.difficulty}", args.size)
     splits = {"train": sudoku_split(train["q"], train["a"], args.num_aug, rng, args.size),
               "test": sudoku_split(test["q"], test["a"], 0, rng, args.size)}  # the test split is never augmented
-    status = write_dataset(out, splits, ["<blank>"], overwrite=args.overwrite, extra_files=extra)
+    if overlap:  # kept by --allow_overlap: dataset.json says so
+        splits["train"][0]["train_test_overlap"] = overlap
+    status = write_dataset(out, splits, ["<blank>"], overwrite=args.overwrite, extra_files=extra,
+                           sources=[args.source])
     n_train = len(train["q"]) * (1 + args.num_aug)
     print(f"{out}: {status}; train {len(train['q'])} puzzles x {1 + args.num_aug} = {n_train} examples, "
           f"test {len(test['q'])} ({time.time() - started:.1f} s)")
@@ -775,7 +955,13 @@ def build_parser():
                                  "data/sudoku-extreme[-1k][-aug-K] for a CSV)")
     p.add_argument("--raw_dir", default=os.path.join("data", "raw", "sudoku-extreme"),
                    help="where --download puts the CSV files (default %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace an output directory holding a different dataset")
+    p.add_argument("--allow_overlap", action="store_true",
+                   help="keep test puzzles of a --source directory's test.csv that are also training rows (exactly "
+                        "or up to augmentation), recording their count in dataset.json; refused by default "
+                        "(a single --source file holds out only puzzles without copies)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output directory holding a different dataset written by a prepare script "
+                        "(never one holding other files, nor the source)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsample, generator and augmentations")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="generator processes (default: all cores, %(default)s)")
@@ -805,6 +991,8 @@ def main(argv=None):
             run(args)
     except (InputError, DatasetError) as e:
         raise SystemExit(f"prepare_sudoku.py: {e}") from None
+    except KeyboardInterrupt:  # datasets are written whole or not at all, so nothing is left half-done
+        raise SystemExit("prepare_sudoku.py: interrupted; no dataset was written") from None
 
 
 if __name__ == "__main__":

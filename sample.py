@@ -85,8 +85,7 @@ def read_sudoku_file(path, size):
     """One puzzle a line, `question` or `question,answer`; a CSV header line (sudoku-extreme's
     source,question,answer,rating) picks its columns. Blank lines and # comments are skipped."""
     rows, columns = [], (0, 1)
-    with open(path) as f:
-        lines = f.read().splitlines()
+    lines = dataset.read_text(path).splitlines()  # a BOM dropped; bytes not UTF-8: one line naming the offset
     for n, line in enumerate(lines, 1):
         fields = [s.strip() for s in line.split(",")]
         if not line.strip() or line.lstrip().startswith("#"):
@@ -226,8 +225,7 @@ def maze_task(cfg, data_dir):
         return [(where, np.where(tokens == maze.PATH, maze.OPEN, tokens).astype(np.uint8), None)]
 
     def read_file(path):
-        with open(path) as f:
-            text = f.read()
+        text = dataset.read_text(path)
         if not text.lstrip().lower().startswith("source,question"):
             return parse(text, path)  # one maze, drawn
         d = maze.read_csv(path, size)
@@ -264,11 +262,12 @@ def arc_task(cfg, data_dir):
 
     def parse(text, where):
         try:
-            task = arc.load_task(text)
+            task = arc.load_task(text)  # through dataset.read_text: a BOM dropped, other encodings one line
         except arc.InputError as e:
             raise UserError(str(e)) from None
         names = arc_identifiers(data_dir)
-        if task["id"] not in names:
+        own = arc.identifier_name(task["id"], 0, arc.IDENTITY)  # the task's unaugmented identifier
+        if own not in names:
             raise UserError(f"{where}: task {task['id']} is not among the {len(names)} tasks this checkpoint "
                             f"learned ({data_dir}/identifiers.json); TRM answers only tasks it trained on")
         rows = []
@@ -280,7 +279,7 @@ def arc_task(cfg, data_dir):
             label = None if answer is None else arc.to_canvas(answer, side=side).astype(np.int32)
             if label is not None:
                 label[label == arc.PAD] = IGNORE_LABEL_ID  # as the dataset's ignore_label_id
-            rows.append((f"{where} test {i}", arc.to_canvas(question, side=side), label, names.index(task["id"])))
+            rows.append((f"{where} test {i}", arc.to_canvas(question, side=side), label, names.index(own)))
         return rows
 
     def show(pred, question, prev, color):
@@ -301,8 +300,11 @@ def arc_identifiers(data_dir):
     path = os.path.join(data_dir, "identifiers.json")
     if not os.path.isfile(path):
         raise UserError(f"{path} not found; an ARC puzzle needs the dataset the checkpoint trained on (--data_dir)")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        return json.loads(dataset.read_text(path))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); rebuild the "
+                        f"dataset with prepare_arc.py") from None
 
 
 # Each task: a function of (model config, data_dir) giving its parse / read_file / check / explain / show /
@@ -336,16 +338,12 @@ def load_run(out_dir, device, dtype):
     if not os.path.isfile(path):
         raise UserError(f"{path} not found; train first (python train.py ... --out_dir={out_dir}) or pass "
                         f"--out_dir=<a run directory with ckpt.pt>")
+    state = train.read_checkpoint(path, fix="Is it a train.py checkpoint? Pass --out_dir=<a run directory "
+                                        "with ckpt.pt>")  # data only: a crafted file is refused, never run
+    forward_dtype = train.resolve_dtype(dtype, device)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        C, fields, weights = state["config"], dict(state["model_config"]), state["model"]
-    except Exception as e:  # truncated, corrupt, or not ours
-        raise UserError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:100]}); "
-                        f"is it a train.py checkpoint?") from None
-    fields["forward_dtype"] = train.resolve_dtype(dtype, device)
-    try:
-        model = TRM(TRMConfig(**fields))
-        model.load_state_dict(weights)
+        model = TRM(TRMConfig(**dict(state["model_config"], forward_dtype=forward_dtype)))
+        model.load_state_dict(state["model"])
     except (TypeError, ValueError, RuntimeError) as e:
         raise UserError(f"{path} does not fit this model.py ({str(e).splitlines()[0][:160]}); was it written by "
                         f"another version?") from None
@@ -353,7 +351,7 @@ def load_run(out_dir, device, dtype):
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(state["ema"]["shadow"][name])
-    return model.to(device).eval(), C
+    return model.to(device).eval(), state["config"]
 
 
 def load_official(path, config, data_dir, device, dtype):
@@ -437,8 +435,7 @@ def user_puzzles(task, args, ckpt_task):
         if os.path.isfile(text) and looks_like(text) != "sudoku":  # a maze drawn in a file, an ARC task
             where = text
             if not text.endswith(".json"):
-                with open(text) as f:
-                    text = f.read()
+                text = dataset.read_text(text)
         guess = looks_like(args.puzzle if args.puzzle.endswith(".json") else text)
         if guess and guess != ckpt_task:
             raise UserError(f"--puzzle looks like a {guess} puzzle but the checkpoint solves {ckpt_task}; "
@@ -593,63 +590,88 @@ def outcome(ok):
 
 def show(task, model, puzzles, names, steps, halt_p, args, device):
     """Solve every puzzle, print the first args.show step by step and the rest one line each; GIF of the first."""
-    history = {}  # row -> [(step, preds, q_halt)]
-
-    def record(step, rows, outputs):
-        for r, p, q in zip(rows.tolist(), outputs["preds"].cpu().numpy(), outputs["q_halt_logits"].float().tolist()):
-            history.setdefault(r, []).append((step, p, q))
-
-    with torch.inference_mode():
-        for lo in range(0, len(names), args.batch_size):  # a long --puzzle_file in batches, not all at once
-            chunk = {k: torch.from_numpy(np.ascontiguousarray(v[lo:lo + args.batch_size])).to(device)
-                     for k, v in puzzles.items()}
-            solve(model, chunk, steps, halt_p, lambda step, rows, outputs: record(step, rows + lo, outputs))
     threshold = halt_logit(args.halt_p[0])  # what "halt" means in the display, adaptive or not
+    kept = trace(model, puzzles, steps, halt_p, threshold, args.show, bool(args.gif), args.batch_size, device)
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     width = shutil.get_terminal_size((100, 24)).columns
     trained, solved = model.config.halt_max_steps, 0
     for r, name in enumerate(names):
-        question, seen = puzzles["inputs"][r], history[r]
-        ok, words = verdict(task, question, seen[-1][1], puzzles["labels"][r])
+        question, taken, first = puzzles["inputs"][r], int(kept["steps"][r]), int(kept["first_halt"][r]) or None
+        ok, words = verdict(task, question, kept["preds"][r], puzzles["labels"][r])
         solved += bool(ok)
-        first = next((s for s, _, q in seen if q > threshold), None)
         rule = f"p(halt) > {args.halt_p[0]:g}"
-        halting = f"{rule} first at step {first}" if first else f"never {rule} in {len(seen)} steps"
+        halting = f"{rule} first at step {first}" if first else f"never {rule} in {taken} steps"
         if r >= args.show:
-            print(f"{name}: {outcome(ok)} after {len(seen)} steps ({words}; {halting})")
+            print(f"{name}: {outcome(ok)} after {taken} steps ({words}; {halting})")
             continue
-        print(f"\n{name}, {task['describe'](question)}: {len(seen)} supervision steps" +
+        print(f"\n{name}, {task['describe'](question)}: {taken} supervision steps" +
               (f" (trained with {trained})" if steps != trained else "") + (f", stop at {rule}" if halt_p else ""))
-        panels = [(["question", ""], task["show"](question, question, None, color))]
-        for run, prev in step_runs(seen, threshold):
-            (first_step, pred, q), last_step = run[0], run[-1][0]
-            changed = f", {int((pred != prev).sum())} changed" if prev is not None else ""
-            p_halt = sorted({f"{sigmoid(x):.2f}" for _, _, x in run}, key=float)
-            head = [f"step {first_step}{changed}" if len(run) == 1 else f"steps {first_step}-{last_step}{changed}",
-                    f"p(halt) {'-'.join(p_halt[::max(1, len(p_halt) - 1)])} {'halt' if q > threshold else 'go on'}"]
-            panels.append((head, task["show"](pred, question, prev, color)))
+        panels, prev = [(["question", ""], task["show"](question, question, None, color))], None
+        for run in kept["runs"][r]:
+            changed = f", {int((run['pred'] != prev).sum())} changed" if prev is not None else ""
+            p_halt = sorted({f"{sigmoid(run['low']):.2f}", f"{sigmoid(run['high']):.2f}"}, key=float)
+            span = f"step {run['first']}" if run["first"] == run["last"] else f"steps {run['first']}-{run['last']}"
+            head = [span + changed, f"p(halt) {'-'.join(p_halt)} {'halt' if run['q'] > threshold else 'go on'}"]
+            panels.append((head, task["show"](run["pred"], question, prev, color)))
+            prev = run["pred"]
         print(side_by_side(panels, width))
         print(f"{outcome(ok)}: {words}; {halting}")
         if r == 0 and args.gif:
-            write_solve_gif(args.gif, task, question, seen, ok, threshold)
-            print(f"wrote {args.gif} ({len(seen) + 1} frames)")
+            write_solve_gif(args.gif, task, question, kept["every"], ok, threshold)
+            print(f"wrote {args.gif} ({len(kept['every']) + 1} frames)")
     budget = f"at most {steps} steps, adaptive halting" if halt_p else f"{steps} steps"
     print(f"\n{solved} of {len(names)} solved ({budget})")
-    return history
+    return kept
 
 
-def step_runs(seen, threshold):
-    """Consecutive steps with the same answer and the same halting decision, grouped (one panel
-    each), with the answer before them."""
-    runs, prev = [], None
-    for entry in seen:
-        first = runs[-1][0][0] if runs else None
-        if first and np.array_equal(entry[1], first[1]) and (entry[2] > threshold) == (first[2] > threshold):
-            runs[-1][0].append(entry)
-        else:
-            runs.append(([entry], prev))
-        prev = entry[1]
-    return runs
+LONG_RUN = 100  # supervision steps (all batches together) from which a progress bar is worth drawing
+
+
+def step_bar(total, desc):
+    """A bar over supervision steps for long runs (--steps=100000 would print nothing for minutes);
+    none for short ones, nor when stderr is not a terminal (disable=None), as the other bars."""
+    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True,
+                disable=None if total >= LONG_RUN else True)
+
+
+def trace(model, puzzles, steps, halt_p, threshold, shown, gif, batch_size, device):
+    """Solve every puzzle, keeping what show() prints in memory that does not grow with the steps: per
+    puzzle its last answer and step and the first step with q_halt > threshold; for the `shown` first
+    puzzles their runs (one entry per change, a panel each); every step only for the GIF's puzzle (0)."""
+    n = len(puzzles["inputs"])
+    kept = dict(preds=np.empty_like(puzzles["inputs"]), steps=np.empty(n, np.int32), first_halt=np.zeros(n, np.int32),
+                runs=[[] for _ in range(min(shown, n))], every=[] if gif else None)
+    bar = step_bar(steps * -(-n // batch_size), "solve")
+
+    def record(step, rows, outputs):
+        rows, q = rows.cpu().numpy(), outputs["q_halt_logits"].float().cpu().numpy()
+        kept["first_halt"][rows[(q > threshold) & (kept["first_halt"][rows] == 0)]] = step
+        for i in np.flatnonzero(rows < len(kept["runs"])):
+            pred = outputs["preds"][i].cpu().numpy().copy()  # a copy: a view would keep the whole batch's array
+            add_step(kept["runs"][rows[i]], step, pred, float(q[i]), threshold)
+            if rows[i] == 0 and gif:
+                kept["every"].append((step, pred, float(q[i])))
+        bar.update()
+
+    with torch.inference_mode(), bar:
+        for lo in range(0, n, batch_size):  # a long --puzzle_file in batches, not all at once
+            chunk = {k: torch.from_numpy(np.ascontiguousarray(v[lo:lo + batch_size])).to(device)
+                     for k, v in puzzles.items()}
+            preds, _, taken = solve(model, chunk, steps, halt_p,
+                                    lambda step, rows, outputs: record(step, rows + lo, outputs))
+            kept["preds"][lo:lo + batch_size] = preds.cpu().numpy()
+            kept["steps"][lo:lo + batch_size] = taken.cpu().numpy()
+    return kept
+
+
+def add_step(runs, step, pred, q, threshold):
+    """One step into a puzzle's runs: consecutive steps with the same answer and the same halting
+    decision share a panel, so the display keeps one entry per change, not one per step."""
+    last = runs[-1] if runs else None
+    if last and np.array_equal(last["pred"], pred) and (last["q"] > threshold) == (q > threshold):
+        last.update(last=step, low=min(last["low"], q), high=max(last["high"], q))
+    else:
+        runs.append(dict(first=step, last=step, pred=pred, q=q, low=q, high=q))
 
 
 ANSI_CODE = re.compile(r"\033\[[0-9;]*m")
@@ -694,10 +716,16 @@ def write_solve_gif(path, task, question, steps_seen, ok, threshold):
     width = max([grid.shape[1] for grid, *_ in parts] + [8 * len(text) for text in texts]) + 28  # 4 px a glyph
     frames = [framed(np.pad(grid, ((0, height - grid.shape[0]), (0, 0), (0, 0)), constant_values=255),
                      title, footer, colour, width) for grid, title, footer, colour in parts]
+    write_file("gif", path, lambda: write_gif(path, frames, [120] + [80] * (len(frames) - 2) + [300]))
+
+
+def write_file(option, path, write):
+    """Run write(), one of plot.py's writers (which leave no temp file behind when they fail): an OSError
+    (a full disk, a read-only place) is one line naming the path."""
     try:
-        write_gif(path, frames, [120] + [80] * (len(frames) - 2) + [300])
+        write()
     except OSError as e:
-        raise UserError(f"--gif={path}: cannot write ({e.strerror})") from None
+        raise UserError(f"--{option}={path}: cannot write ({e.strerror or e}); pick a writable path") from None
 
 
 def evaluate(task, model, puzzles, steps, args, device):
@@ -764,11 +792,8 @@ def sweep(task, model, puzzles, step_counts, args, device, chart):
               f"{1000 * snap['seconds'] / n:.1f} |")
     solved = [sc["exact"] if sc["known"] else sc["valid"] for _, sc, _ in rows]
     times = [t for _, _, t in rows]
-    try:
-        plot_sweep(chart, step_counts, [("percent solved", [100 * x for x in solved], (0, 100)),
-                                        ("seconds", times, (0, max(times)))], mark=trained)
-    except OSError as e:  # the table above is printed already
-        raise UserError(f"--chart={chart}: cannot write ({e.strerror}); pick a writable path") from None
+    panels = [("percent solved", [100 * x for x in solved], (0, 100)), ("seconds", times, (0, max(times)))]
+    write_file("chart", chart, lambda: plot_sweep(chart, step_counts, panels, mark=trained))  # after the table
     print(f"wrote {chart}")
     return rows
 
@@ -813,12 +838,17 @@ def build_parser():
     return p
 
 
+MAX_STEPS = 2**31 - 1  # steps are counted in int32 tensors
+
+
 def parse_args(argv):
     args = build_parser().parse_args(argv)
     for name, lowest in (("steps", 1), ("show", 0), ("num_puzzles", 0), ("batch_size", 1), ("repeats", 1)):
         value = getattr(args, name)
         if value is not None and value < lowest:
             raise UserError(f"--{name}={value}: must be at least {lowest}")
+    if args.steps is not None and args.steps > MAX_STEPS:
+        raise UserError(f"--steps={args.steps}: must be at most {MAX_STEPS}")
     try:
         args.halt_p = [float(x) for x in args.halt_p.split(",")]
     except ValueError:
@@ -834,12 +864,21 @@ def parse_args(argv):
             args.sweep = sorted({int(s) for s in args.sweep.split(",") if s.strip()})
         except ValueError:
             raise UserError(f"--sweep={args.sweep}: give step counts separated by commas, e.g. 1,2,4,8,16") from None
-        if not args.sweep or args.sweep[0] < 1:
-            raise UserError(f"--sweep={args.sweep}: step counts must be at least 1, e.g. 1,2,4,8,16")
+        if not args.sweep or args.sweep[0] < 1 or args.sweep[-1] > MAX_STEPS:
+            raise UserError(f"--sweep={args.sweep}: step counts must be at least 1 and at most {MAX_STEPS}, "
+                            f"e.g. 1,2,4,8,16")
     if args.gif and (args.eval or args.sweep):
         raise UserError("--gif draws a shown puzzle's solve; drop --eval / --sweep for it")
     if args.config and not args.official_ckpt:
         raise UserError("--config is for --official_ckpt; our checkpoints carry their own config (--out_dir)")
+    for option, example in (("gif", "solve.gif"), ("chart", "sweep.png")):  # checked before the solving, not after
+        path = getattr(args, option)
+        if path and os.path.isdir(path):
+            raise UserError(f"--{option}={path} is a directory; name a file, e.g. "
+                            f"--{option}={os.path.join(path, example)}")
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise UserError(f"--{option}={path}: cannot write ({folder} is not a directory); pick a writable path")
     return args
 
 
@@ -871,6 +910,8 @@ def main(argv=None):
         run(parse_args(sys.argv[1:] if argv is None else argv))
     except (UserError, sudoku.InputError, DatasetError) as e:
         sys.exit(f"sample.py: {e}")
+    except KeyboardInterrupt:
+        sys.exit("sample.py: interrupted")
 
 
 if __name__ == "__main__":

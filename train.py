@@ -8,6 +8,7 @@ Train a TRM on a dataset written by prepare_*.py (the official layout, see datas
 Every setting below can be overridden; the model's settings are TRMConfig's fields (model.py).
 """
 import ast
+import builtins
 import contextlib
 import dataclasses
 import datetime
@@ -19,8 +20,15 @@ import math
 import os
 import pickle
 import re
+import signal
 import sys
 import time
+import traceback
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 # ------------------------------------------------------------------------------------------------
 # Settings: defaults, then config files, then --key=value (see configure()).
@@ -94,8 +102,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import dataset  # noqa: E402
+import plot  # noqa: E402
 from model import EMA, TRM, AdamATan2, Carry, PuzzleEmbSignSGD, TRMConfig, act_loss, config_fields  # noqa: E402
-from plot import plot_curves  # noqa: E402
 
 # Names from other code bases (nanoGPT, the paper) that users will type.
 ALIASES = dict(learning_rate="lr", batch_size="global_batch_size", max_iters="max_steps", wd="weight_decay",
@@ -142,14 +150,55 @@ def configure(argv, defaults=DEFAULTS):
                 value = text  # a bare word is a string: --device=cpu
             assign(key, value, arg)
         else:
-            if not os.path.isfile(arg):
-                raise UserError(f"{arg}: config file not found (configs live in config/)")
-            scope = {}
-            exec(open(arg).read(), scope)
-            for key, value in scope.items():
+            for key, value in run_config_file(arg).items():
                 if not key.startswith("_") and not callable(value) and type(value).__name__ != "module":
                     assign(key, value, arg)
+    check_ranges(settings)
     return settings
+
+
+def run_config_file(path):
+    """The names a config file assigns. Config files are Python, run as they are (as nanoGPT's):
+    run only your own. Any error in one is reported as its path and line."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: config file not found (configs live in config/)")
+    try:
+        code = builtins.compile(dataset.read_text(path), path, "exec")  # `compile` is a setting here
+    except dataset.DatasetError as e:
+        raise UserError(str(e)) from None
+    except SyntaxError as e:
+        raise UserError(f"{path}:{e.lineno}: {e.msg}; fix the config file") from None
+    scope = {}
+    try:
+        exec(code, scope)
+    except Exception as e:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
+        line = f":{frames[-1].lineno}" if frames else ""
+        raise UserError(f"{path}{line}: {type(e).__name__}: {e}; fix the config file") from None
+    return scope
+
+
+# Allowed ranges of the numeric settings, (lowest, highest); None = unbounded. Model shapes are
+# checked again by TRMConfig.
+RANGES = dict(global_batch_size=(1, None), epochs=(1, None), max_steps=(0, None), max_minutes=(0, None),
+              eval_interval=(1, None), eval_max_batches=(0, None), log_interval=(1, None), ckpt_interval=(1, None),
+              lr=(0, None), lr_min_ratio=(0, 1), lr_warmup_steps=(0, None), weight_decay=(0, None),
+              beta1=(0, 1), beta2=(0, 1), puzzle_emb_lr=(0, None), puzzle_emb_weight_decay=(0, None),
+              ema_rate=(0, 1), ddp_timeout_minutes=(0.01, None), seed=(0, 2**63 - 1), vocab_size=(1, None),
+              seq_len=(1, None), num_puzzle_identifiers=(1, None), hidden_size=(1, None), num_heads=(1, None),
+              expansion=(0.01, None), L_layers=(1, None), H_cycles=(1, None), L_cycles=(1, None),
+              halt_max_steps=(1, None), halt_exploration_prob=(0, 1), puzzle_emb_ndim=(0, None),
+              puzzle_emb_len=(0, None), rope_theta=(1e-9, None), rms_norm_eps=(1e-30, None))
+
+
+def check_ranges(settings):
+    for key, (lo, hi) in RANGES.items():
+        value = settings.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+            allowed = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise UserError(f"{key}={value!r} is out of range: use a value {allowed}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -385,32 +434,39 @@ def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=
 
 def save_checkpoint(path, state):
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # a kill at any moment leaves either the old or the new file, whole
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # a kill at any moment leaves either the old or the new file, whole
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException as e:  # a full disk, or Ctrl-C pressed twice: no half-written file stays behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            kept = "keeps the previous checkpoint" if os.path.exists(path) else "was not written"
+            raise UserError(f"{path}: cannot write the checkpoint ({e.strerror or e}); {path} {kept}. "
+                            f"Free some space (or pick another --out_dir) and resume") from None
+        raise
 
 
-def read_checkpoint(path):
+def read_checkpoint(path, fix="Restore it from a backup, or start over with --init_from=scratch --out_dir=<new dir>"):
     """A checkpoint's contents, loaded as data only: tensors, numbers, strings, lists and dicts.
     torch.load's weights_only=True refuses any other pickled object, so a crafted file cannot run code."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused an object: never load it another way
-        found = re.search(r"GLOBAL (\S+)", str(e))
-        raise UserError(f"{path} was refused: it holds a Python object ({found[1] if found else 'not plain data'}) "
-                        f"where a checkpoint has only tensors and plain data; checkpoints are loaded as data "
-                        f"only, never run") from None
-    except Exception as e:  # truncated, corrupt, or not a torch file
-        raise UserError(f"{path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
-                        f"it was left untouched. Restore it from a backup, or start over with "
-                        f"--init_from=scratch --out_dir=<new dir>") from None
+    except Exception as e:
+        refused = re.search(r"GLOBAL (\S+)", str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        if refused:  # weights_only met an object it will not build: never load it another way
+            raise UserError(f"{path} was refused: it holds a Python object ({refused[1]}) where a checkpoint has "
+                            f"only tensors and plain data; checkpoints are loaded as data only, never run") from None
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+        raise UserError(f"{path} is unreadable ({type(e).__name__}: {reason}); it was left untouched. {fix}") from None
     if not isinstance(state, dict) or not {"config", "model", "model_config"} <= set(state):
         raise UserError(f"{path} is not a train.py checkpoint (no config, model and model_config entries)")
     return state
@@ -438,22 +494,122 @@ def carry_to(fields, device):
             for k, v in fields.items()}
 
 
+def write_text_atomic(path, text):
+    try:
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(path + ".tmp")
+        raise UserError(f"{path}: cannot be written ({e.strerror or e}); free some space or pick another "
+                        f"--out_dir") from None
+
+
 def append_jsonl(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise UserError(f"{path}: cannot be written ({e.strerror or e}); free some space or pick another "
+                        f"--out_dir") from None
 
 
 def truncate_jsonl(path, step):
     """On resume, forget what was logged after the checkpoint at `step`: it is about to be redone
-    (an evaluation at `step` always runs after that step's checkpoint)."""
+    (an evaluation at `step` always runs after that step's checkpoint). A line cut short by a kill
+    is dropped with the rest of what comes after the checkpoint."""
     if os.path.isfile(path):
-        with open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        kept = [json.dumps(r) + "\n" for r in rows
+        kept = [json.dumps(r) + "\n" for r in plot.read_jsonl(path)
                 if r["iter"] < step or (r["iter"] == step and r["split"] == "train")]
-        with open(path + ".tmp", "w") as f:
-            f.writelines(kept)
-        os.replace(path + ".tmp", path)
+        write_text_atomic(path, "".join(kept))
+
+
+def keep_old_log(path):
+    """A scratch start in a directory with a log (of a run killed before its first checkpoint, or whose
+    checkpoint was removed) keeps it as metrics.1.jsonl, metrics.2.jsonl, ...: never overwritten."""
+    stem, ext = os.path.splitext(path)
+    number = 1
+    while os.path.exists(f"{stem}.{number}{ext}"):
+        number += 1
+    os.replace(path, f"{stem}.{number}{ext}")
+    return f"{stem}.{number}{ext}"
+
+
+def lock_out_dir(out_dir):
+    """Hold out_dir/run.lock while this process lives: one run per out_dir. An advisory lock (flock)
+    is released by the kernel when its holder dies, so a killed run never blocks its own resume.
+    Returns the open file (the lock lasts as long as it stays open) or raises UserError naming the holder."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        f = open(os.path.join(out_dir, "run.lock"), "a+")
+    except OSError as e:
+        raise UserError(f"out_dir {out_dir}: cannot be created or written ({e.strerror or e}); pick another "
+                        f"--out_dir") from None
+    if fcntl is None:  # Windows: no flock; the run goes on unguarded
+        return f
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise UserError(f"{out_dir} is in use by another train.py run (PID {holder}); wait for it to end, "
+                        f"or pick another --out_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+@contextlib.contextmanager
+def take_out_dir(out_dir, master, dev, world):
+    """Rank 0 locks out_dir for the run; under DDP every rank learns whether it could, and all stop if not."""
+    lock, problem = None, None
+    if master:
+        try:
+            lock = lock_out_dir(out_dir)
+        except UserError as e:
+            problem = e
+    if world > 1 and all_sum([problem is not None], dev, world)[0]:
+        raise problem or UserError(f"rank 0 could not take {out_dir} (see its message)")
+    if problem:
+        raise problem
+    try:
+        yield
+    finally:
+        if lock:
+            lock.close()  # releases the flock
+
+
+def check_eval_split(C):
+    """The evaluation split exists and is sound: checked at start, not after all the training."""
+    if not os.path.isfile(os.path.join(C["data_dir"], C["eval_split"], "dataset.json")):
+        have = sorted(d for d in os.listdir(C["data_dir"]) if os.path.isfile(os.path.join(C["data_dir"], d, "dataset.json")))
+        raise UserError(f"eval_split={C['eval_split']!r}: {C['data_dir']} has no such split (it has "
+                        f"{', '.join(have) or 'none'}); use --eval_split={have[-1] if have else 'test'}")
+    dataset.load_split(C["data_dir"], C["eval_split"])
+
+
+def check_same_data(state, C, fingerprint, ckpt_path):
+    """Resume only on the data the checkpoint was trained on: a moved copy is fine, other data is not."""
+    saved_dir, saved = state["config"].get("data_dir"), state.get("data_fingerprint")
+    if saved is None:  # checkpoints from before the fingerprint: the directory must be the same
+        if saved_dir and os.path.realpath(saved_dir) != os.path.realpath(C["data_dir"]):
+            raise UserError(f"{ckpt_path} was trained on {saved_dir}, not {C['data_dir']}; resume with "
+                            f"--data_dir={saved_dir}, or start a new run in another --out_dir")
+    elif saved != fingerprint:
+        same = saved_dir and os.path.realpath(saved_dir) == os.path.realpath(C["data_dir"])
+        raise UserError(f"{ckpt_path} was trained on {saved_dir} (fingerprint {saved}) and --data_dir "
+                        f"{C['data_dir']} now holds {'changed' if same else 'other'} data (fingerprint {fingerprint}); "
+                        f"resume on the data it was trained on, or start a new run in another --out_dir")
+    elif saved_dir and os.path.realpath(saved_dir) != os.path.realpath(C["data_dir"]):
+        print(f"note: {ckpt_path} was trained on {saved_dir}; {C['data_dir']} holds the same data")
+
+
+class Interrupted(UserError):
+    """Ctrl-C: training stopped at the end of a step, after writing a checkpoint."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -470,17 +626,26 @@ def train(C):
         C["dtype"] = "bfloat16" if all_sum([C["dtype"] == "bfloat16"], dev, world)[0] == world else "float32"
     if dev == "cuda":
         dev = f"cuda:{local_rank}"
-    ckpt_path, metrics_path = os.path.join(C["out_dir"], "ckpt.pt"), os.path.join(C["out_dir"], "metrics.jsonl")
     if C["init_from"] not in ("scratch", "resume"):
         raise UserError(f"init_from={C['init_from']!r}: use scratch or resume")
     if C["puzzle_id_ablation"] not in ("none", "blank", "random"):
         raise UserError(f"puzzle_id_ablation={C['puzzle_id_ablation']!r}: use none, blank or random")
+    with take_out_dir(C["out_dir"], master, dev, world):  # held until the run ends, however it ends
+        return run(C, dev, rank, local_rank, world)
+
+
+def run(C, dev, rank, local_rank, world):
+    """The run itself, in out_dir that this process holds: data, model, the training loop, the final evaluation."""
+    master = rank == 0
+    ckpt_path, metrics_path = os.path.join(C["out_dir"], "ckpt.pt"), os.path.join(C["out_dir"], "metrics.jsonl")
     if C["init_from"] == "scratch" and os.path.exists(ckpt_path):
         raise UserError(f"{ckpt_path} exists: continue it with --init_from=resume, or pick another --out_dir "
                         f"(or delete it) to start from scratch")
     try:
         loader = dataset.TrainLoader(C["data_dir"], C["global_batch_size"], rank=rank, world_size=world,
                                      seed=C["seed"], epochs_per_iter=max(1, min(C["eval_interval"], C["epochs"])))
+        check_eval_split(C)
+        data_fingerprint = dataset.fingerprint(C["data_dir"], ("train",))
     except dataset.DatasetError as e:
         raise UserError(str(e)) from None
     per_epoch = loader.meta["total_groups"] * loader.meta["mean_puzzle_examples"]
@@ -491,8 +656,6 @@ def train(C):
     if C["puzzle_id_ablation"] == "random" and cfg.num_puzzle_identifiers < 2:
         raise UserError(f"puzzle_id_ablation=random: {C['data_dir']} has no puzzle identifiers besides the blank one "
                         f"(only ARC has); use blank or none")
-    if master:
-        os.makedirs(C["out_dir"], exist_ok=True)
     model = TRM(cfg).to(dev)
     if world > 1:
         torch.manual_seed(C["seed"] + rank)  # as the official code: each rank explores differently
@@ -513,6 +676,7 @@ def train(C):
     step, carry = 0, None
     if C["init_from"] == "resume":
         state = load_checkpoint(ckpt_path, C, world)
+        check_same_data(state, C, data_fingerprint, ckpt_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if emb_opt:
@@ -530,20 +694,23 @@ def train(C):
             truncate_jsonl(metrics_path, step)
             print(f"resumed from {ckpt_path} at step {step}")
     elif master and os.path.exists(metrics_path):
-        os.replace(metrics_path, metrics_path + ".old")
+        print(f"{metrics_path}: kept as {keep_old_log(metrics_path)} (a new run starts here)")
     if master:
-        with open(os.path.join(C["out_dir"], "config.json"), "w") as f:
-            json.dump(C, f, indent=1)
+        write_text_atomic(os.path.join(C["out_dir"], "config.json"), json.dumps(C, indent=1))
         print(f"TRM: {model.num_params() / 1e6:.2f}M parameters, {dev} {C['dtype']}, {world} process(es), "
               f"{last_step} steps of {C['global_batch_size']} puzzles; config: {json.dumps(C)}")
     if C["wandb_log"] and master:
         import wandb
         wandb.init(project=C["wandb_project"], name=C["wandb_run_name"], config=C)
 
+    def last_good():
+        return (f"{ckpt_path} holds the last good state" if os.path.exists(ckpt_path)
+                else f"no checkpoint was written yet (the first comes at step {C['ckpt_interval']})")
+
     def checkpoint():
         if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise UserError(f"weights became non-finite at step {step}; stopped. {ckpt_path} keeps the last good "
-                            f"state (try a lower --lr, or --dtype=float32)")
+            raise UserError(f"weights became non-finite at step {step}; stopped. {last_good()} "
+                            f"(try a lower --lr, or --dtype=float32)")
         # Every rank's ACT carry and random state, so that a resumed run continues exactly.
         carries = gather_to_rank0(carry_to(vars(carry), "cpu"), world)
         rngs = gather_to_rank0(dict(torch=torch.get_rng_state(),
@@ -553,7 +720,8 @@ def train(C):
             save_checkpoint(ckpt_path, dict(
                 model=model.state_dict(), optimizer=opt.state_dict(), emb_optimizer=emb_opt and emb_opt.state_dict(),
                 ema=ema and ema.state_dict(), loader=loader.state_dict(), carry=carries, rng=rngs, step=step,
-                log_sums=log_sums, log_seen=seen, config=C, model_config=dataclasses.asdict(cfg)))
+                log_sums=log_sums, log_seen=seen, config=C, model_config=dataclasses.asdict(cfg),
+                data_fingerprint=data_fingerprint))
 
     def run_eval(final=False):
         with ema.swapped_in(model) if ema else contextlib.nullcontext():
@@ -565,13 +733,23 @@ def train(C):
                 result.update({f"ids_{C['puzzle_id_ablation']}/{k}": v for k, v in ablated.items()})
         if not master:
             return result
+        if result.get("labelled") == 0.0:  # e.g. ARC evaluation challenges without solutions: nothing to score
+            result = {k: v for k, v in result.items() if k in ("steps", "count", "labelled", "tasks_total")}
         record = dict(iter=step, split=C["eval_split"], **result)
         append_jsonl(metrics_path, record)
-        plot_curves(metrics_path, os.path.join(C["out_dir"], "curves.png"))
+        try:
+            plot.plot_curves(metrics_path, os.path.join(C["out_dir"], "curves.png"))
+        except OSError as e:  # a picture is not worth stopping the run for
+            tqdm.write(f"curves.png not written: {e.strerror or e}")
         extra = "".join(f", {k} {v:.2%}" for k, v in result.items() if k.endswith("_rate") or "pass@" in k
                         or (k.startswith("ids_") and k.endswith("exact_accuracy")))
-        tqdm.write(f"eval @ {step}: exact {result.get('exact_accuracy', 0):.2%}, token {result.get('accuracy', 0):.2%}, "
-                   f"steps {result.get('steps', 0):.1f}, q_halt acc {result.get('q_halt_accuracy', 0):.2%}{extra}")
+        if result.get("labelled") == 0.0:
+            tqdm.write(f"eval @ {step}: no labels: predictions and submission.json only "
+                       f"({result.get('tasks_total', 0):.0f} tasks, in {C['out_dir']})")
+        else:
+            tqdm.write(f"eval @ {step}: exact {result.get('exact_accuracy', 0):.2%}, token "
+                       f"{result.get('accuracy', 0):.2%}, steps {result.get('steps', 0):.1f}, q_halt acc "
+                       f"{result.get('q_halt_accuracy', 0):.2%}{extra}")
         if C["wandb_log"]:
             wandb.log({f"eval/{k}": v for k, v in result.items()}, step=step)
         return result
@@ -582,6 +760,15 @@ def train(C):
     if C["init_from"] == "resume":
         sums, seen = state["log_sums"], state["log_seen"]
         sums = sums[rank] if isinstance(sums, list) else sums  # older checkpoints: one dict
+    # Ctrl-C asks to stop at the end of the current step, with a checkpoint; a second one stops at once.
+    stop = {"asked": False}
+
+    def on_ctrl_c(signum, frame):
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        tqdm.write("Ctrl-C: stopping after this step with a checkpoint (press again to stop at once)")
+    previous_handler = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         while step < last_step:
             pass_before = loader.iteration
@@ -602,10 +789,10 @@ def train(C):
             # The loss sums over this rank's puzzles; DDP averages over ranks, hence world / global batch.
             ((world / C["global_batch_size"]) * loss).backward()
             out_of_time = bool(C["max_minutes"]) and time.time() - t_start > 60 * C["max_minutes"]
-            # One small collective: every rank stops together on any rank's NaN loss or time limit.
-            total_loss, timed_out = all_sum([loss.item(), out_of_time], dev, world)
+            # One small collective: every rank stops together on any rank's NaN loss, time limit or Ctrl-C.
+            total_loss, timed_out, interrupted = all_sum([loss.item(), out_of_time, stop["asked"]], dev, world)
             if not math.isfinite(total_loss):
-                raise UserError(f"loss is {total_loss} at step {step}; stopped. {ckpt_path} holds the last good state "
+                raise UserError(f"loss is {total_loss} at step {step}; stopped. {last_good()} "
                                 f"(try a lower --lr, or --dtype=float32)")
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -628,14 +815,17 @@ def train(C):
                     if C["wandb_log"]:
                         wandb.log({f"train/{k}": v for k, v in record.items()}, step=step)
                 t_log, sums, seen = time.time(), {}, 0
-            if step % C["ckpt_interval"] == 0:
+            if step % C["ckpt_interval"] == 0 or interrupted:
                 checkpoint()
+            if interrupted:
+                raise Interrupted(f"interrupted at step {step}; {ckpt_path} holds it")
             if timed_out:
                 if master:
                     tqdm.write(f"max_minutes={C['max_minutes']} reached at step {step}")
                 break
     finally:
         bar.close()
+        signal.signal(signal.SIGINT, previous_handler)
     checkpoint()
     result = run_eval(final=True)
     if world > 1:
@@ -645,12 +835,20 @@ def train(C):
 
 
 def main(argv):
+    where = f" [rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
+    resume = " ".join(["python train.py", *[a for a in argv if not a.startswith("--init_from=")], "--init_from=resume"])
     try:
         C = configure(argv)
         train(C)
+    except Interrupted as e:
+        sys.exit(f"train.py{where}: {e}; continue with: {resume}")
     except (UserError, dataset.DatasetError) as e:  # e.g. the dataset vanished mid-run
-        where = f" [rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
         sys.exit(f"train.py{where}: {e}")
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        ckpt = os.path.join(C["out_dir"], "ckpt.pt") if "C" in locals() else None
+        kept = (f"{ckpt} holds the last checkpoint; continue with: {resume}" if ckpt and os.path.exists(ckpt)
+                else "no checkpoint was written")
+        sys.exit(f"train.py{where}: interrupted; {kept}")
 
 
 if __name__ == "__main__":

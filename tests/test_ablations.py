@@ -9,6 +9,7 @@ import train
 from conftest import ROOT
 from test_fidelity import FIXTURES, build, check_step, close, load
 from test_model import tiny_batch, tiny_model
+from test_sample import crafted_checkpoint
 
 
 def record_applications(model):
@@ -237,3 +238,35 @@ def test_ablate_trains_each_row_writes_table_and_chart_and_keeps_finished_rows(s
     assert capsys.readouterr().out.count("finished earlier, kept") == 2 and (out / "table.md").read_text() == table
     with pytest.raises(SystemExit, match="was trained with other settings"):
         ablate.main(args[:-1] + ["--log_interval=2"])
+
+
+def test_a_crafted_checkpoint_is_refused_by_the_summary_and_its_code_never_runs(tmp_path):
+    import ablate
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"iter": 1, "split": "train", "count": 16, "steps": 2.0, "examples_per_s": 40.0}\n'
+        '{"iter": 1, "split": "test", "count": 40, "exact_accuracy": 0.0, "accuracy": 0.3}\n')
+    marker = tmp_path / "payload-ran"
+    crafted_checkpoint(tmp_path / "ckpt.pt", marker)
+    with pytest.raises(train.UserError, match="was refused: it holds a Python object") as info:
+        ablate.summarise_run(str(tmp_path))
+    assert "\n" not in str(info.value) and not marker.exists(), "the payload ran"
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--minutes=nan", "--minutes=nan: give a positive number of minutes"),
+    ("--minutes=inf", "--minutes=inf: give a positive number of minutes"),
+    ("--minutes=0", "--minutes=0.0: give a positive number of minutes"),
+    ("--max_steps=-1", "max_steps=-1 is out of range"),
+    ("--global_batch_size=-4", "global_batch_size=-4 is out of range"),
+    ("--out={file}/x", "--out={file}/x: cannot make that folder"),
+])
+def test_bad_numbers_and_an_unmakeable_out_folder_are_one_line_before_any_row(arg, message, sudoku4, tmp_path,
+                                                                              monkeypatch):
+    import ablate
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(ablate, "run_row", lambda *a: pytest.fail("a row ran"))
+    (tmp_path / "file").write_text("a file, not a folder")
+    arg, message = (x.replace("{file}", str(tmp_path / "file")) for x in (arg, message))
+    with pytest.raises(SystemExit) as info:
+        ablate.main([f"--out={tmp_path / 'out'}", f"--data_dir={sudoku4}", arg])  # the last --out counts
+    assert str(info.value).startswith(f"ablate.py: {message}") and "\n" not in str(info.value)

@@ -1,9 +1,12 @@
-"""bench.py's FLOP count, checked against torch's own FLOP counter on a real training step."""
+"""bench.py's FLOP count, checked against torch's own FLOP counter on a real training step; its
+options checked in one line."""
+import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import bench
+from conftest import run_script
 from model import TRM, TRMConfig, act_loss
 
 
@@ -57,3 +60,33 @@ def test_a_shape_that_does_not_fit_is_reported_and_the_next_one_runs(monkeypatch
     out = capsys.readouterr().out
     assert "maze (batch 2): does not fit in memory" in out and "Going on" in out
     assert "sudoku_mlp: 0.00M params, batch 16" in out and "train" in out and "inference" in out
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--steps=0", "--steps=0: must be at least 1"),
+    ("--steps=-3", "--steps=-3: must be at least 1"),
+    ("--batch=-1", "--batch=-1: must be at least 1 (or 0 for the default per shape)"),
+    ("--models=", "--models=: choose from sudoku_mlp"),
+    ("--models=sudoku_mlp,mlp", "--models=sudoku_mlp,mlp: unknown mlp; choose from sudoku_mlp"),
+    ("--batch=x", "argument --batch: invalid int value: 'x'"),
+])
+def test_bad_options_are_one_line_before_any_work(arg, message, monkeypatch):
+    monkeypatch.setattr(bench, "bench_model", lambda *a: pytest.fail("a model was timed"))
+    monkeypatch.setattr("sys.argv", ["bench.py", "--models=sudoku_mlp", "--device=cpu", "--batch=1", arg])
+    with pytest.raises(SystemExit) as info:
+        bench.main()
+    assert str(info.value).startswith(f"bench.py: {message}") and "\n" not in str(info.value)
+
+
+def test_the_cli_prints_one_line_not_a_traceback():
+    done = run_script("bench.py", "--models=sudoku_mlp", "--device=cpu", "--steps=0")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == ["bench.py: --steps=0: must be at least 1 (the median of that many "
+                                                "timed steps is reported); see python bench.py --help"]
+
+
+def test_the_shapes_config_files_are_found_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bench, "timed", lambda fn, warmup, steps, device: 0.5)  # the shape, not its speed
+    train_s, infer_s, cfg, params = bench.bench_model("sudoku_mlp", 1, "cpu", "float32", False, 1)
+    assert (cfg.hidden_size, cfg.mlp_t, cfg.seq_len) == (512, True, 81) and params > 1e6

@@ -1,10 +1,15 @@
 """The shared dataset format: atomic writing, invariants, and the loaders' epoch semantics."""
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
+from conftest import ROOT, run_script
 from helpers_data import example_ids, tiny_arrays, tiny_meta, write_tiny
 
 from dataset import (IGNORE_LABEL_ID, DatasetError, TrainLoader, check_split, eval_batches,
@@ -73,12 +78,80 @@ def test_an_existing_different_dataset_is_kept_unless_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["d"]
 
 
-def test_a_directory_of_other_files_is_not_clobbered(tmp_path):
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "notes.txt").write_text("mine")
-    with pytest.raises(DatasetError, match="other files"):
+def tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_directory_of_user_files_is_never_replaced_even_with_overwrite(tmp_path, overwrite):
+    home = tmp_path / "home"
+    write_tiny(home / "sudoku-easy", GROUPS)
+    (home / "raw").mkdir()
+    (home / "raw" / "my_precious.csv").write_text("source,question,answer,rating\n")
+    (home / "out-run").mkdir()
+    (home / "out-run" / "ckpt.pt").write_bytes(b"weights")
+    before = tree(home)
+    with pytest.raises(DatasetError, match=r"not a dataset written here \(out-run/ckpt\.pt, raw/my_precious\.csv, "
+                                           r"sudoku-easy/.*pick another --out"):
+        write_tiny(home, GROUPS[:-1], overwrite=overwrite)
+    assert tree(home) == before
+    assert sorted(os.listdir(tmp_path)) == ["home"]  # no temporary directory left behind
+
+
+def test_a_dataset_with_a_file_the_user_added_is_not_ours_to_replace(tmp_path):
+    out = tmp_path / "d"
+    write_tiny(out, GROUPS)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match=r"\(notes\.txt\)"):
+        write_tiny(out, GROUPS[:-1], overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    (out / "identifiers.json").write_text('["<blank>", "edited by hand"]')  # same name, other size
+    with pytest.raises(DatasetError, match=r"\(identifiers\.json\)"):
+        write_tiny(out, GROUPS[:-1], overwrite=True)
+
+
+def test_a_dataset_from_before_the_manifest_can_be_overwritten_if_it_holds_only_format_files(tmp_path):
+    out = tmp_path / "d"
+    write_tiny(out, GROUPS)
+    (out / "manifest.json").unlink()
+    assert write_tiny(out, GROUPS[:-1], overwrite=True) == "written"
+    assert load_split(out, "train")[0]["total_groups"] == 7
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_out_may_not_be_or_contain_the_source(tmp_path, where):
+    source = tmp_path / "raw" / "train.csv"
+    source.parent.mkdir()
+    source.write_text("mine")
+    out = source.parent if where == "inside" else source
+    with pytest.raises(DatasetError, match="holds the source"):
+        write_tiny(out, GROUPS, overwrite=True, sources=[str(source)])
+    assert source.read_text() == "mine"
+    assert write_tiny(tmp_path / "elsewhere", GROUPS, sources=[str(source)]) == "written"
+
+
+def test_an_unwritable_out_is_one_line_and_leaves_no_temporary_files(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(DatasetError, match="is a file, not a directory"):
+        write_tiny(blocker, GROUPS)
+    with pytest.raises(DatasetError, match="cannot write the dataset"):
+        write_tiny(blocker / "d", GROUPS)  # a path through a file
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path, monkeypatch):
+    real_save = np.save
+
+    def full(path, array, *a, **kw):
+        if str(path).endswith("labels.npy"):
+            raise OSError(28, "No space left on device", str(path))
+        return real_save(path, array, *a, **kw)
+    monkeypatch.setattr(np, "save", full)
+    with pytest.raises(DatasetError, match="No space left on device"):
         write_tiny(tmp_path / "d", GROUPS)
-    assert os.listdir(tmp_path / "d") == ["notes.txt"]
+    assert os.listdir(tmp_path) == []
 
 
 def test_missing_dataset_names_the_path_and_the_command_that_makes_it(tmp_path):
@@ -227,3 +300,83 @@ def test_total_train_steps_is_the_official_formula():
     meta = {"total_groups": 1000, "mean_puzzle_examples": 1.0}
     assert total_train_steps(meta, 50000, 768) == 65104  # the paper's Sudoku-Extreme run
     assert total_train_steps({"total_groups": 10, "mean_puzzle_examples": 2.5}, 3, 4) == 18
+
+
+def break_dataset(out, how):
+    split = out / "train"
+    meta = json.loads((split / "dataset.json").read_text())
+    if how == "truncated npy":
+        data = (split / "all__labels.npy").read_bytes()
+        (split / "all__labels.npy").write_bytes(data[:len(data) - 5])
+    elif how == "seq_len":
+        (split / "dataset.json").write_text(json.dumps(meta | {"seq_len": meta["seq_len"] + 1}))
+    elif how == "vocab_size":
+        (split / "dataset.json").write_text(json.dumps(meta | {"vocab_size": 2}))
+    elif how == "total_groups":
+        (split / "dataset.json").write_text(json.dumps(meta | {"total_groups": 5000}))
+    elif how == "decreasing offsets":
+        np.save(split / "all__group_indices.npy", np.array([0, 3, 2, 8], np.int32))
+    elif how == "not an object":
+        (split / "dataset.json").write_text("[1, 2]")
+
+
+@pytest.mark.parametrize("how, message", [
+    ("truncated npy", r"all__labels\.npy: unreadable .*truncated"),
+    ("seq_len", r"all__inputs\.npy: shape \(\d+, 3\), expected \(\d+, 4\)"),
+    ("vocab_size", r"all__inputs\.npy: tokens outside \[0, vocab_size=2\)"),
+    ("total_groups", r"dataset\.json: total_groups is 5000 but the arrays hold 8"),
+    ("decreasing offsets", r"all__group_indices\.npy: (offsets decrease|must start at 0)"),
+    ("not an object", r"dataset\.json: not a dataset\.json"),
+])
+def test_a_broken_dataset_fails_when_opened_naming_the_file(tmp_path, how, message):
+    out = tmp_path / "d"
+    write_tiny(out, GROUPS)
+    break_dataset(out, how)
+    with pytest.raises(DatasetError, match=message):
+        load_split(out, "train")
+    with pytest.raises(DatasetError, match=message):
+        TrainLoader(out, 2)
+
+
+def test_the_prepare_scripts_never_replace_a_directory_of_user_files_or_their_source(tmp_path):
+    """The scenario of a real report: one --overwrite emptied a directory holding a dataset, a raw CSV
+    and a run; with --out = --source the source went too."""
+    home = tmp_path / "home"
+    done = run_script("prepare_sudoku.py", "--generate", 50, "--num_test", 10, "--num_aug", 1, "--size", 4,
+                      "--out", home / "sudoku-easy")
+    assert done.returncode == 0, done.stderr
+    (home / "raw").mkdir()
+    csv = (home / "sudoku-easy" / "train.csv").read_text()
+    (home / "raw" / "train.csv").write_text(csv)
+    (home / "raw" / "test.csv").write_text((home / "sudoku-easy" / "test.csv").read_text())
+    (home / "out-run").mkdir()
+    (home / "out-run" / "ckpt.pt").write_bytes(b"weights")
+    arc = tmp_path / "arc"
+    arc.mkdir()
+    (arc / "arc-agi_training_challenges.json").write_text(
+        '{"t1": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[3]]}]}}')
+    (arc / "arc-agi_training_solutions.json").write_text('{"t1": [[[4]]]}')
+    before = tree(home), tree(arc)
+    for argv in (["prepare_sudoku.py", "--generate", 50, "--num_test", 10, "--num_aug", 1, "--size", 4],
+                 ["prepare_maze.py", "--size", 5, "--braid", 0, "--generate", 20, "--num_test", 5]):
+        done = run_script(*argv, "--out", home, "--overwrite")
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        assert "not a dataset written here" in done.stderr and "pick another --out" in done.stderr
+    for argv, out in ((["prepare_sudoku.py", "--source", home / "raw", "--size", 4], home / "raw"),
+                      (["prepare_sudoku.py", "--source", home / "raw", "--size", 4], home),
+                      (["prepare_arc.py", "--source", arc, "--subsets", "training", "--test_set", "training"], arc)):
+        done = run_script(*argv, "--out", out, "--overwrite")
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        assert "holds the source" in done.stderr, done.stderr
+    assert (tree(home), tree(arc)) == before
+
+
+def test_ctrl_c_while_preparing_is_one_line_and_leaves_nothing(tmp_path):
+    proc = subprocess.Popen([sys.executable, "prepare_sudoku.py", "--generate", "200000", "--out", str(tmp_path / "big")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)  # generating (200k puzzles take minutes): the imports are done, the write has not begun
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "prepare_sudoku.py: interrupted; no dataset was written"
+    assert os.listdir(tmp_path) == []

@@ -349,7 +349,9 @@ def test_kaggle_combined_files_build(tmp_path):
 def test_the_default_subsets_of_real_data_load_and_note_the_known_copy(capsys):
     loaded = pa.load_subsets(str(REAL), ["training", "evaluation", "concept"], "evaluation")
     assert [len(tasks) for _, tasks in loaded] == [400, 400, 160]
-    assert "070dd51e" in capsys.readouterr().out  # ARC-AGI-1's evaluation task that copies a training task
+    assert pa._note_copies(loaded, "evaluation") == 1  # kept, as the official dataset keeps it
+    note = capsys.readouterr().out
+    assert "070dd51e" in note and "40853293" in note  # ARC-AGI-1's evaluation task that copies a training task
 
 
 def test_version_2_defaults_work_on_combined_files(tmp_path, monkeypatch):
@@ -584,3 +586,88 @@ def test_configs_hold_the_paper_settings():
         assert C["data_dir"] == f"data/{name}concept-aug-1000"
     cpu = train.configure([str(ROOT / "config" / "arc_cpu.py")])
     assert cpu["data_dir"] == pa.QUICK_START["out"] and cpu["max_minutes"] <= 10
+
+
+# ---------------------------------------------------------------------------- missing outputs, odd ids, overlap
+
+def _kaggle(tmp_path, solutions=True, subsets=None):
+    """tiny_subsets in the Kaggle layout; the evaluation solutions only when asked."""
+    subsets = subsets or tiny_subsets()
+    write_combined(tmp_path / "k", "training", subsets["training"])
+    write_combined(tmp_path / "k", "evaluation", subsets["evaluation"], solutions=solutions)
+    return tmp_path / "k"
+
+
+def test_a_scored_test_pair_without_its_output_stops_the_build_naming_it(tmp_path):
+    solutions = _kaggle(tmp_path) / "arc-agi_evaluation_solutions.json"
+    outputs = json.loads(solutions.read_text())
+    outputs["ev1"][1] = None  # ev1 has two test inputs; the second one's output is lost
+    solutions.write_text(json.dumps(outputs))
+    argv = ["--subsets", "training", "evaluation", "--test_set", "evaluation", "--out", str(tmp_path / "out")]
+    _fails(["--source", str(tmp_path / "k"), *argv], "task ev1 test pair 1 has no output",
+           "3 of the set's 4 test pairs", "fix: add the output", "--tasks", tmp=tmp_path)
+    source = _source_with(tmp_path, lambda t: t["ev2"]["test"][0].pop("output"), subset="evaluation")
+    _fails(["--source", str(source), *argv], "task ev2 test pair 0 has no output", tmp=tmp_path)
+
+
+def test_a_test_set_without_solutions_gives_predictions_and_submission_json_only(tmp_path, capsys):
+    labelled = build(tmp_path, _kaggle(tmp_path / "with"))
+    unlabelled = build(tmp_path, _kaggle(tmp_path / "without", solutions=False))
+    assert "no test outputs" in capsys.readouterr().out
+    assert pa.score(labelled, "test", _oracle_records(labelled))["labelled"] == 1.0
+    # the same tasks and seeds give the same examples: the labelled build's right answers, shown to the other
+    assert (labelled / "identifiers.json").read_text() == (unlabelled / "identifiers.json").read_text()
+    result = pa.score(unlabelled, "test", _oracle_records(labelled), out_dir=tmp_path / "run")
+    assert result == {"tasks_scored": 3, "tasks_total": 3, "labelled": 0.0}  # no pass@K without outputs
+    submission = json.loads((tmp_path / "run" / "submission.json").read_text())
+    truth = json.loads((labelled / "test_puzzles.json").read_text())
+    assert sorted(submission) == sorted(truth)
+    assert all(entry["attempt_1"] == pair["output"]
+               for t in truth for entry, pair in zip(submission[t], truth[t]["test"]))
+
+
+ODD_IDS = ["a|||b", "x|||t1|||0123456789", "ends with a bar|", "|||", "with spaces", "café ✓ 数独", "a/b"]
+
+
+def test_any_task_id_survives_naming_scoring_and_the_submission(tmp_path):
+    rng = np.random.default_rng(6)
+    for task_id in ODD_IDS + ["plain"]:
+        for view, mapping in ((0, pa.IDENTITY), (3, np.r_[0, rng.permutation(9) + 1])):
+            task, v, m = pa.parse_identifier(pa.identifier_name(task_id, view, mapping))
+            assert (task, v) == (task_id, view) and np.array_equal(m, mapping)
+    assert pa.identifier_name("plain", 0, pa.IDENTITY) == "plain"  # ids without the separator keep official names
+    write_combined(tmp_path / "k", "training", {"plain": random_task(rng)})
+    write_combined(tmp_path / "k", "evaluation", {t: random_task(rng, n_test=2) for t in ODD_IDS})
+    out = build(tmp_path, tmp_path / "k")
+    result = pa.score(out, "test", _oracle_records(out), out_dir=tmp_path / "run")
+    assert result["tasks_scored"] == result["tasks_total"] == len(ODD_IDS) and result["pass@1"] == 1.0
+    assert sorted(json.loads((tmp_path / "run" / "submission.json").read_text())) == sorted(ODD_IDS)
+
+
+def test_unreadable_task_files_are_one_line(tmp_path):
+    source = write_task_dirs(tmp_path / "src", tiny_subsets())
+    path = source / "evaluation" / "ev1.json"
+    text = path.read_bytes()
+    path.write_bytes(text.replace(b'"train"', b'"tr\xe9in"', 1))  # Latin-1, not UTF-8
+    argv = ["--subsets", "training", "evaluation", "--test_set", "evaluation", "--out", str(tmp_path / "out")]
+    _fails(["--source", str(source), *argv], f"{path}: byte {text.index(b'train') + 2} (0xe9) is not UTF-8",
+           tmp=tmp_path)
+    solutions = _kaggle(tmp_path) / "arc-agi_evaluation_solutions.json"
+    solutions.write_text("[[1]]")
+    _fails(["--source", str(tmp_path / "k"), *argv], "arc-agi_evaluation_solutions.json", "expected an object",
+           tmp=tmp_path)
+
+
+def test_a_scored_test_pair_that_is_a_training_pair_is_noted_and_recorded(tmp_path, monkeypatch, capsys):
+    subsets = tiny_subsets()
+    subsets["evaluation"]["ev0"]["test"][0] = dict(subsets["training"]["tr2"]["train"][1])
+    metas, real = [], pa.write_dataset
+
+    def spy(out, splits, *args, **kwargs):
+        metas.append({name: meta for name, (meta, _) in splits.items()})
+        return real(out, splits, *args, **kwargs)
+    monkeypatch.setattr(pa, "write_dataset", spy)
+    build(tmp_path, write_task_dirs(tmp_path / "src", subsets))
+    assert "1 of the 4 test pairs of evaluation are also training pairs (task ev0 test pair 0 = train pair 1 of " \
+           "task tr2)" in capsys.readouterr().out
+    assert metas[-1]["train"]["train_test_overlap"] == 1  # kept, as the official dataset keeps ARC-AGI-1's copy

@@ -431,6 +431,7 @@ def test_parse_maze_accepts_dots_stripped_lines_and_one_line_grids():
     (LADDER[:5] + ["#    ##"] + LADDER[6:], "0 'G' cells"),
     (["#######", "#S#   #", "###   #", "#     #", "# ### #", "#    G#", "#######"], "no path leads from S to G"),
     ([], "empty"),
+    (LADDER + ["#######"], "the maze is 8x7 (rows x columns), 8 rows of at most 7 characters"),
 ])
 def test_parse_maze_names_the_problem(rows, what):
     with pytest.raises(pm.InputError) as info:
@@ -451,3 +452,77 @@ def test_a_thousand_30x30_mazes_are_read_and_scored_quickly(tmp_path):
     rates = pm.score(None, "test", {"inputs": data["q"], "preds": data["a"]})
     assert len(data["q"]) == 1000 and rates == {"valid_path_rate": 1.0, "optimal_path_rate": 1.0}
     assert time.time() - start < 5  # the README's figure is ~0.3 s on 2 cores
+
+
+def test_a_maze_of_another_shape_names_its_rows_and_columns(tmp_path):
+    with pytest.raises(pm.InputError, match=r"my.txt: the maze is 7x7; fix: give a 9x9 maze"):
+        pm.parse_maze(LADDER, path="my.txt", size=9)
+    with pytest.raises(pm.InputError, match=r"8x7 \(rows x columns\).*fix: give a 7x7 maze"):
+        pm.parse_maze(LADDER + ["#######"], path="my.txt", size=7)
+    q = pm.decode_grid(tokens(LADDER), 7)
+    path = tmp_path / "tall.csv"  # a CSV row holds no line breaks: 56 cells read as rows of --size 7
+    path.write_text(f"source,question,answer,rating\nt,{q + '#' * 7},{q + '#' * 7},0\n")
+    _fails(["--source", str(path), "--size", "7", "--num_test", "1", "--out", str(tmp_path / "o")],
+           f"{path}:2:", "56 characters, 8 rows of 7 (8x7, rows x columns)", "expected 7x7")
+
+
+# ---------------------------------------------------------------------------- train/test overlap
+
+def _spy_on_metas(monkeypatch):
+    """The split meta dicts each build hands to write_dataset (dataset.json keeps train_test_overlap)."""
+    metas, real = [], pm.write_dataset
+
+    def spy(out, splits, *args, **kwargs):
+        metas.append({name: meta for name, (meta, _) in splits.items()})
+        return real(out, splits, *args, **kwargs)
+    monkeypatch.setattr(pm, "write_dataset", spy)
+    return metas
+
+
+def test_test_mazes_that_are_training_mazes_are_refused_unless_allowed(csv_dir, tmp_path, monkeypatch):
+    train = pm.read_csv(csv_dir / "train.csv", 9)
+    test = pm.read_csv(csv_dir / "test.csv", 9)
+    turned_q, turned_a = (pm.dihedral(x[6].reshape(9, 9), 1).reshape(1, -1) for x in (train["q"], train["a"]))
+    # test lines 7 and 8: train line 5 as it is, and train line 8 turned by 90 degrees
+    q = np.concatenate([test["q"], train["q"][3:4], turned_q])
+    a = np.concatenate([test["a"], train["a"][3:4], turned_a])
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "train.csv").write_text((csv_dir / "train.csv").read_text())
+    (source / "test.csv").write_text(pm.to_csv(q, a, np.zeros(len(q)), "t", 9))
+    out = tmp_path / "out"
+    _fails(["--source", str(source), "--size", "9", "--out", str(out)],
+           f"{source / 'test.csv'}: 2 of 7 test mazes also appear in the training rows",
+           "(exact: 1, up to a rotation or reflection: 1)", "test line 7 = train line 5, test line 8 = train line 8",
+           "--allow_overlap")
+    assert not out.exists()
+    metas = _spy_on_metas(monkeypatch)
+    pm.main(["--source", str(source), "--size", "9", "--out", str(out), "--allow_overlap"])
+    assert metas[-1]["train"]["train_test_overlap"] == 2
+    check_maze_dataset(out, 9, 12, 7)
+
+
+def test_a_single_maze_file_holds_out_only_mazes_without_copies(csv_dir, tmp_path, capsys):
+    data = pm.read_csv(csv_dir / "train.csv", 9)
+    flipped_q, flipped_a = (pm.dihedral(x[4:8].reshape(-1, 9, 9), 4).reshape(4, -1) for x in (data["q"], data["a"]))
+    q = np.concatenate([data["q"], data["q"][:4], flipped_q])  # 20 rows: mazes 0-7 twice, 8-11 once
+    a = np.concatenate([data["a"], data["a"][:4], flipped_a])
+    one = tmp_path / "one.csv"
+    one.write_text(pm.to_csv(q, a, np.zeros(len(q)), "t", 9))
+    out = tmp_path / "out"
+    pm.main(["--source", str(one), "--size", "9", "--num_test", "3", "--out", str(out)])
+    train, test = check_maze_dataset(out, 9, 17, 3)
+    assert not {pm.canonical_key(x, 9) for x in train} & {pm.canonical_key(x, 9) for x in test}
+    printed = capsys.readouterr().out
+    assert "16 of 20 rows have a copy in the file" in printed and "8 of 17 training mazes repeat" in printed
+    _fails(["--source", str(one), "--size", "9", "--num_test", "5", "--out", str(tmp_path / "more")],
+           "only 4 of the 20 rows have no copy", "fix: lower --num_test")
+
+
+def test_bytes_that_are_not_utf8_are_one_line_naming_the_byte(csv_dir, tmp_path):
+    good = (csv_dir / "train.csv").read_bytes()
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(good[:100] + b"\xff" + good[101:])
+    _fails(["--source", str(path), "--size", "9", "--num_test", "1", "--out", str(tmp_path / "o")],
+           f"{path}: byte 100 (0xff) is not UTF-8", "fix:")
+    assert not (tmp_path / "o").exists()

@@ -1,4 +1,6 @@
-"""prepare_sudoku.py: rules, augmentation, solver and rater, generator, CSV and download sources, bad input."""
+"""prepare_sudoku.py: rules, augmentation, solver and rater, generator, CSV and download sources, bad input,
+train/test overlap."""
+import itertools
 import os
 import random
 
@@ -383,3 +385,131 @@ def test_download_failure_is_one_line_with_the_fix(tmp_path):
         raise ps.urllib.error.URLError("no network")
     with pytest.raises(ps.InputError, match="download failed.*--source DIR"):
         ps.download("https://example.invalid/x.csv", str(tmp_path / "x.csv"), urlopen=offline)
+
+
+# ---------------------------------------------------------------------------- train/test overlap
+
+def _spy_on_metas(monkeypatch):
+    """The split meta dicts each build hands to write_dataset (dataset.json keeps train_test_overlap)."""
+    metas, real = [], ps.write_dataset
+
+    def spy(out, splits, *args, **kwargs):
+        metas.append({name: meta for name, (meta, _) in splits.items()})
+        return real(out, splits, *args, **kwargs)
+    monkeypatch.setattr(ps, "write_dataset", spy)
+    return metas
+
+
+def test_test_puzzles_that_are_training_rows_are_refused_unless_allowed(tmp_path, easy, monkeypatch, capsys):
+    q, a, _ = easy
+    moved_q, moved_a, _ = ps.augment(q[7], a[7], np.random.default_rng(0), 9)
+    assert (moved_q != q[7]).any()
+    _csv(tmp_path / "train.csv", _rows(q[:30], a[:30]) + _rows(q[3:4], a[3:4]))  # line 32 repeats line 5
+    # test lines 7 and 8 copy train lines 4 and 7; line 9 is train line 9 relabelled and permuted
+    _csv(tmp_path / "test.csv", _rows(q[30:35], a[30:35]) + _rows(q[[2, 5]], a[[2, 5]]) +
+         _rows(moved_q[None], moved_a[None]))
+    out = tmp_path / "out"
+    _fails(["--source", str(tmp_path), "--out", str(out)],
+           f"{tmp_path / 'test.csv'}: 3 of 8 test puzzles also appear in the training rows",
+           "(exact: 2, up to digits relabelled",
+           "test line 7 = train line 4, test line 8 = train line 7, test line 9 = train line 9", "--allow_overlap")
+    assert not out.exists()
+    metas = _spy_on_metas(monkeypatch)
+    ps.main(["--source", str(tmp_path), "--out", str(out), "--allow_overlap"])
+    assert metas[-1]["train"]["train_test_overlap"] == 3 and "train_test_overlap" not in metas[-1]["test"]
+    assert load_split(out, "test")[0]["total_puzzles"] == 8
+    assert "1 of 31 training puzzles repeat another training row" in capsys.readouterr().out  # reported, kept
+
+
+def test_puzzles_sharing_a_symmetry_key_are_copies_only_when_a_symmetry_maps_one_onto_the_other(tmp_path, easy):
+    _, a, _ = easy
+    # Every full grid has the same symmetry key (each cell: 9 givens in its row, column and box, its digit
+    # 9 times), so full grids as questions collide: the check must tell them apart exactly.
+    assert ps.symmetry_keys(a[0], 9) == ps.symmetry_keys(a[1], 9)
+    assert not ps.equivalent(a[0], a[1], 9)
+    assert ps.equivalent(a[0], ps.augment(a[0], a[0], np.random.default_rng(2), 9)[0], 9)
+    _csv(tmp_path / "train.csv", _rows(a[:3], a[:3]))
+    _csv(tmp_path / "test.csv", _rows(a[3:5], a[3:5]))
+    ps.main(["--source", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert load_split(tmp_path / "out", "test")[0]["total_puzzles"] == 2
+
+
+@pytest.mark.parametrize("size", [4, 6])
+def test_equivalence_agrees_with_trying_every_symmetry(size):
+    """Brute force: a puzzle's image under every line, block and transpose move, its digits renamed in order
+    of first appearance (so that relabellings compare equal), against `other` renamed the same way."""
+    br, bc = ps.BOX_SHAPES[size]
+
+    def orders(block):
+        n = size // block
+        return [[k * block + j for k, js in zip(order, inner) for j in js]
+                for order in itertools.permutations(range(n))
+                for inner in itertools.product(itertools.permutations(range(block)), repeat=n)]
+
+    def renamed(tokens):
+        names = {}
+        return bytes(t if t == ps.BLANK else names.setdefault(t, len(names) + 2) for t in tokens.tolist())
+    cells = np.arange(size * size).reshape(size, size)
+    moves = [m[np.ix_(r, c)].reshape(-1) for m in ([cells, cells.T] if br == bc else [cells])
+             for r in orders(br) for c in orders(bc)]
+    q, a, _ = ps.generate(12, "easy", size, seed=2)
+    rng = np.random.default_rng(3)
+    for i in range(len(q)):
+        moved = ps.augment(q[i], a[i], rng, size)[0]
+        spoiled = moved.copy()
+        spoiled[np.flatnonzero(moved != ps.BLANK)[0]] = ps.BLANK  # one given fewer: no longer a copy
+        images = {renamed(q[i][move]) for move in moves}
+        for other in (moved, spoiled, q[(i + 1) % len(q)], a[i]):
+            assert ps.equivalent(q[i], other, size) == (renamed(other) in images)
+        assert renamed(moved) in images
+
+
+def test_a_single_file_holds_out_only_puzzles_without_copies(tmp_path, easy, capsys):
+    q, a, _ = easy
+    rng = np.random.default_rng(1)
+    moved = [ps.augment(q[i], a[i], rng, 9) for i in range(10, 20)]
+    # 50 rows: puzzles 0-9 twice as they are, 10-19 twice (once relabelled and permuted), 20-29 once
+    rows = _rows(q[:30], a[:30]) + _rows(q[:10], a[:10]) + _rows([m[0] for m in moved], [m[1] for m in moved])
+    one = _csv(tmp_path / "one.csv", rows)
+    out = tmp_path / "out"
+    ps.main(["--source", str(one), "--num_test", "6", "--out", str(out)])
+    train = np.asarray(load_split(out, "train")[1]["all"]["inputs"])
+    test = np.asarray(load_split(out, "test")[1]["all"]["inputs"])
+    assert (len(train), len(test)) == (44, 6)
+    assert {t.tobytes() for t in test} <= {t.tobytes() for t in q[20:30]}
+    assert not any(ps.equivalent(t, r, 9) for t in test for r in train)
+    printed = capsys.readouterr().out
+    assert "40 of 50 rows have a copy in the file" in printed and "20 of 44 training puzzles repeat" in printed
+    _fails(["--source", str(one), "--num_test", "11", "--out", str(tmp_path / "more")],
+           "--num_test 11", "only 10 of the 50 rows have no copy", "fix: lower --num_test")
+
+
+def test_the_overlap_check_finds_planted_copies_among_200k_puzzles(easy):
+    """200k distinct puzzles (random givens on permuted grids) and 5 planted copies under random symmetries."""
+    _, a, _ = easy
+    rng = np.random.default_rng(4)
+    _, grids = ps.augment_groups(a[:20], a[:20], 9999, rng, 9)
+    keep = rng.random(grids.shape) < 25 / 81
+    questions = np.where(keep, grids, ps.BLANK).astype(np.uint8)
+    questions[-5:] = ps.apply_transforms(questions[:5], *ps.random_transforms(rng, 5, 9))
+    exact, same = ps.puzzle_classes(questions, 9)
+    assert (same[-5:] == np.arange(5)).all() and (exact[-5:] == np.arange(len(questions) - 5, len(questions))).all()
+    assert len(np.unique(same)) == len(questions) - 5
+
+
+# ---------------------------------------------------------------------------- unreadable input
+
+def test_bytes_that_are_not_utf8_and_unreadable_files_are_one_line(tmp_path, easy):
+    good = "\n".join(["source,question,answer,rating"] + _rows(*easy[:2])[:3]).encode() + b"\n"
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(good[:40] + b"\xe9" + good[41:])
+    _fails(["--source", str(latin1), "--num_test", "1", "--out", str(tmp_path / "o")],
+           f"{latin1}: byte 40 (0xe9) is not UTF-8", "fix:")
+    bom = tmp_path / "bom.csv"  # what some editors save: UTF-8 with a byte order mark, read as UTF-8
+    bom.write_bytes(b"\xef\xbb\xbf" + good)
+    assert len(ps.read_csv(bom)["q"]) == 3
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    with pytest.raises(ps.InputError, match="folder.csv: cannot be read"):
+        ps.read_csv(folder)
+    assert not (tmp_path / "o").exists()

@@ -1,18 +1,24 @@
 """sample.py: puzzles in, rule checks out, adaptive halting equal to solving each puzzle alone, steps
 past training, the GIF's structure, and one-line errors for every bad input."""
 import dataclasses
+import errno
+import io
+import json
+import os
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import plot
 import prepare_sudoku as sudoku
 import sample
 import train
 from conftest import run_script
-from dataset import write_dataset
+from dataset import DatasetError, write_dataset
 from model import TRM, TRMConfig
 from plot import write_gif
 from test_train import tiny_run
@@ -109,6 +115,45 @@ def test_puzzle_file_lines_answers_and_csv_header(tmp_path):
     wrong.write_text(f"{QUESTION.replace(chr(10), '')},{ANSWER[:-2]}34\n")
     with pytest.raises(train.UserError, match=f"{wrong}:1: the answer given is not a solution"):
         sample.read_sudoku_file(wrong, 4)
+
+
+def test_puzzle_files_with_a_bom_are_read_and_bytes_not_utf8_are_one_line(tmp_path):
+    """Every user file goes through dataset.read_text: Windows editors' BOM dropped, other encodings
+    refused naming the byte (not 17 cells, not a UnicodeDecodeError)."""
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + QUESTION.replace("\n", "").encode() + b"\n")
+    (_, tokens, _), = sample.read_sudoku_file(bom, 4)
+    assert sudoku.decode_grid(tokens, 4) == QUESTION.replace("\n", "")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"# caf\xe9\n" + QUESTION.replace("\n", "").encode() + b"\n")
+    with pytest.raises(DatasetError, match=f"{latin1}: byte 5 \\(0xe9\\) is not UTF-8"):
+        sample.read_sudoku_file(latin1, 4)
+    maze = sample.maze_task(TRMConfig(vocab_size=6, seq_len=25), None)
+    (tmp_path / "m.txt").write_bytes(b"\xef\xbb\xbf" + MAZE.encode())
+    (_, question, _), = maze["read_file"](str(tmp_path / "m.txt"))
+    assert np.array_equal(question, maze["parse"](MAZE, "m")[0][1])
+    (tmp_path / "m.txt").write_bytes(MAZE.encode().replace(b"#", b"\x80", 1))
+    with pytest.raises(DatasetError, match="byte 6 \\(0x80\\) is not UTF-8"):
+        maze["read_file"](str(tmp_path / "m.txt"))
+
+
+def test_an_arc_task_file_with_a_bom_is_read_and_bad_bytes_are_one_line(tmp_path):
+    pytest.importorskip("prepare_arc")
+    (tmp_path / "identifiers.json").write_text(json.dumps(["<blank>", "abc123"]))
+    task = sample.arc_task(TRMConfig(vocab_size=12, seq_len=100), str(tmp_path))
+    raw = json.dumps(dict(train=[dict(input=[[1, 2]], output=[[2, 1]])], test=[dict(input=[[3, 4]])]))
+    path = tmp_path / "abc123.json"
+    path.write_bytes(b"\xef\xbb\xbf" + raw.encode())
+    (name, question, label, identifier), = task["read_file"](str(path))
+    assert (name, label, identifier) == (f"{path} test 0", None, 1)
+    assert question.reshape(10, 10)[0, :3].tolist() == [5, 6, 1], "colours 3 4 as tokens, then the end of the row"
+    path.write_bytes(raw.encode().replace(b"train", b"tr\xffin"))
+    with pytest.raises(train.UserError, match=f"{path}: byte 4 \\(0xff\\) is not UTF-8"):
+        task["read_file"](str(path))
+    (tmp_path / "identifiers.json").write_bytes(b'["<blank>", "abc')
+    path.write_bytes(raw.encode())
+    with pytest.raises(train.UserError, match="identifiers.json: not valid JSON"):
+        task["read_file"](str(path))
 
 
 def test_rule_check_solved_without_a_label_and_the_reasons_it_fails():
@@ -251,7 +296,7 @@ def test_a_typed_puzzle_is_solved_step_by_step_with_colour_and_a_gif(run_dir, tm
     assert ("solved: the rules hold" in out) or ("not solved:" in out)
     frames, delays = read_gif(gif.read_bytes())
     assert len(frames) == 6 and len(delays) == 6, "the question, then one frame per supervision step"
-    state = torch.load(run_dir / "ckpt.pt", weights_only=False)
+    state = train.read_checkpoint(run_dir / "ckpt.pt")
     model, _ = sample.load_run(str(run_dir), "cpu", "float32")
     for name, p in model.named_parameters():
         assert torch.equal(p, state["ema"]["shadow"][name]), f"{name}: EMA weights are used"
@@ -323,9 +368,16 @@ def test_every_bad_input_is_one_line(run_dir, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     assert f"{empty}: no puzzles in it" in error_of(*ok, f"--puzzle_file={empty}")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"1...\xe9" + b"." * 11)
+    assert f"{latin1}: byte 4 (0xe9) is not UTF-8 text" in error_of(*ok, f"--puzzle_file={latin1}")
+    assert "--steps=4294967296: must be at most 2147483647" in error_of(*ok, "--steps=4294967296")
+    assert "step counts must be at least 1 and at most 2147483647" in error_of(*ok, "--sweep=1,4294967296")
+    assert f"--gif={tmp_path} is a directory; name a file" in error_of(*ok, f"--gif={tmp_path}")
     (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "ckpt.pt").write_bytes(b"not a checkpoint")
-    assert "is unreadable" in error_of(f"--out_dir={tmp_path / 'bad'}")
+    whole = (run_dir / "ckpt.pt").read_bytes()
+    (tmp_path / "bad" / "ckpt.pt").write_bytes(whole[:len(whole) // 2])  # as a copy cut short
+    assert f"{tmp_path / 'bad' / 'ckpt.pt'} is unreadable" in error_of(f"--out_dir={tmp_path / 'bad'}")
 
 
 def test_the_cli_prints_no_traceback(run_dir):
@@ -333,6 +385,116 @@ def test_the_cli_prints_no_traceback(run_dir):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == ["sample.py: --puzzle: breaks the rules as given: digit 1 twice in "
                                                 "row 1; fix the givens"]
+
+
+class Payload:
+    """A pickled object whose loading calls open(marker, "w"): the marker existing means its code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def crafted_checkpoint(path, marker):
+    """A ckpt.pt with every entry of a train.py checkpoint, its config a payload that would create marker."""
+    torch.save(dict(config=Payload(str(marker)), model={}, model_config={}), path)
+
+
+def test_a_crafted_checkpoint_is_refused_in_one_line_and_its_code_never_runs(tmp_path):
+    (tmp_path / "run").mkdir()
+    marker = tmp_path / "payload-ran"
+    crafted_checkpoint(tmp_path / "run" / "ckpt.pt", marker)
+    done = run_script("sample.py", f"--out_dir={tmp_path / 'run'}", f"--puzzle={QUESTION}")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "was refused: it holds a Python object" in done.stderr
+    assert not marker.exists(), "the payload ran"
+    torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
+    assert marker.exists(), "the payload is live: loading it as pickle runs it"
+
+
+def full_disk(path, mode="r", *args, **kwargs):
+    """open() on a disk with no space left: the file is created, every write fails with ENOSPC."""
+    f = open(path, mode, *args, **kwargs)
+
+    class Full:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return Full()
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_leaves_no_temp_file(run_dir, sudoku4, tmp_path, monkeypatch):
+    monkeypatch.setattr(plot, "open", full_disk, raising=False)  # plot.py's writers: PATH.tmp, then a rename
+    gif, chart = tmp_path / "x.gif", tmp_path / "x.png"
+    message = error_of(f"--out_dir={run_dir}", f"--puzzle={QUESTION}", f"--gif={gif}", "--color=never")
+    assert f"--gif={gif}: cannot write (No space left on device)" in message
+    message = error_of(f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--sweep=1,2", f"--chart={chart}")
+    assert f"--chart={chart}: cannot write (No space left on device)" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "neither a picture nor a temp file is left"
+
+
+def test_an_unwritable_picture_path_is_refused_before_any_solving(run_dir, tmp_path, monkeypatch):
+    (tmp_path / "somefile").write_text("a file, not a folder")
+    monkeypatch.setattr(sample, "solve", lambda *a, **k: pytest.fail("solved before the path was checked"))
+    for option in ("gif", "chart"):
+        path = tmp_path / "somefile" / f"x.{option}"
+        message = error_of(f"--out_dir={run_dir}", f"--puzzle={QUESTION}", f"--{option}={path}")
+        assert f"--{option}={path}: cannot write ({tmp_path / 'somefile'} is not a directory)" in message
+
+
+def every_step(model, batch, steps):
+    """Each step's answers and q_halt, recorded in full, to compare what sample.trace keeps against."""
+    seen = []
+    with torch.inference_mode():
+        sample.solve(model, batch, steps, on_step=lambda step, rows, out: seen.append(
+            (out["preds"].numpy().copy(), out["q_halt_logits"].numpy().copy())))
+    return seen
+
+
+def test_a_long_solve_keeps_per_step_answers_only_where_they_are_drawn():
+    model, batch = tiny_model(), random_batch(6)
+    puzzles = {k: v.numpy() for k, v in batch.items()}
+    shapes = []
+    for steps in (3, 300):  # what is kept for puzzles not drawn step by step does not grow with the steps
+        kept = sample.trace(model, puzzles, steps, None, 0.0, shown=0, gif=False, batch_size=4, device="cpu")
+        shapes.append({k: np.shape(v) if isinstance(v, np.ndarray) else v for k, v in kept.items()})
+    assert shapes[0] == shapes[1] and shapes[1]["runs"] == [] and shapes[1]["every"] is None
+    seen = every_step(model, batch, 300)
+    assert np.array_equal(kept["preds"], seen[-1][0]) and kept["steps"].tolist() == [300] * 6
+    halts = np.array([q > 0 for _, q in seen])
+    assert kept["first_halt"].tolist() == [int(h.argmax()) + 1 if h.any() else 0 for h in halts.T]
+    # The puzzle shown keeps one entry per change of answer or halting decision; the GIF's, every step.
+    with torch.no_grad():  # a contracting network: the answers settle after a few steps
+        for p in model.net.parameters():
+            p.mul_(0.1)
+    seen = every_step(model, batch, 300)
+    kept = sample.trace(model, puzzles, 300, None, 0.0, shown=1, gif=True, batch_size=4, device="cpu")
+    changes = sum(not np.array_equal(a[0][0], b[0][0]) or (a[1][0] > 0) != (b[1][0] > 0)
+                  for a, b in zip(seen, seen[1:]))
+    runs = kept["runs"][0]
+    assert len(runs) == 1 + changes < 10 and sum(r["last"] - r["first"] + 1 for r in runs) == 300
+    assert len(kept["every"]) == 300 and all(np.array_equal(p, s[0][0]) for (_, p, _), s in zip(kept["every"], seen))
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_long_solve_draws_a_progress_bar_over_its_steps_and_a_short_one_none(monkeypatch):
+    model, batch = tiny_model(), random_batch(6)
+    puzzles = {k: v.numpy() for k, v in batch.items()}
+    for steps, drawn in ((3, False), (300, True)):
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        sample.trace(model, puzzles, steps, None, 0.0, shown=0, gif=False, batch_size=6, device="cpu")
+        assert (f"solve:" in sys.stderr.getvalue() and f"/{steps}" in sys.stderr.getvalue()) == drawn, steps
 
 
 # ------------------------------------------------------------------------------ other tasks
