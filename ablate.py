@@ -114,9 +114,7 @@ def run_row(own, args, row, index, total):
                             f"pass --out=<another folder> or delete {out_dir}")
         print(f"[{index}/{total}] {row}: finished earlier, kept ({result_path})")
         return result
-    for stale in ("ckpt.pt", "ckpt.pt.tmp"):  # an unfinished row restarts from scratch
-        if os.path.exists(os.path.join(out_dir, stale)):
-            os.remove(os.path.join(out_dir, stale))
+    restart_row(out_dir, args)
     print(f"[{index}/{total}] {row}: python train.py {' '.join(args)}", flush=True)
     started = time.time()
     done = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args])
@@ -128,6 +126,24 @@ def run_row(own, args, row, index, total):
         json.dump(result, f, indent=1)
     os.replace(result_path + ".tmp", result_path)
     return result
+
+
+def restart_row(out_dir, args):
+    """An unfinished row restarts from scratch: its checkpoint goes, but only one ablate.py started
+    (out_dir/ablate_row.json says so) and only while no train.py runs there (its lock is free)."""
+    marker = os.path.join(out_dir, "ablate_row.json")
+    if os.path.exists(os.path.join(out_dir, "ckpt.pt")) and not os.path.isfile(marker):
+        raise UserError(f"{out_dir} holds a checkpoint that ablate.py did not start; nothing was changed: pass "
+                        f"--out=<another folder>, or move that run elsewhere")
+    lock = train.lock_out_dir(out_dir)  # raises, naming the PID, while a run holds out_dir
+    try:
+        for stale in ("ckpt.pt", "ckpt.pt.tmp"):
+            if os.path.exists(os.path.join(out_dir, stale)):
+                os.remove(os.path.join(out_dir, stale))
+        with open(marker, "w") as f:
+            json.dump({"train_args": args}, f)
+    finally:
+        lock.close()
 
 
 def summarise_run(out_dir):

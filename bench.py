@@ -3,6 +3,7 @@ Time training and inference steps of the paper's model shapes and report example
 
     python bench.py                                   # all four shapes, this machine's default dtype
     python bench.py --models=sudoku_mlp --batch=16 --dtype=bfloat16 --compile=True --steps=10
+    python bench.py --models=sudoku_mlp --batch=16 --official=../TinyRecursiveModels   # side by side, same run
 
 MFU = model FLOPs / (time * peak), where the FLOPs count every matmul of every application of the
 network (training: forward in the T-1 no-grad recursions, forward and backward, 3x, in the last one;
@@ -18,7 +19,7 @@ import time
 import torch
 
 import train
-from model import TRM, AdamATan2, act_loss, swiglu_inner
+from model import TRM, AdamATan2, PuzzleEmbSignSGD, act_loss, swiglu_inner
 
 # The paper's shapes (spec section 7): vocab, seq_len, config file, per-GPU batch of the paper's run
 # (768 over 1 GPU for Sudoku, over 4 for Maze and ARC). The puzzle-embedding table is kept small:
@@ -79,6 +80,7 @@ def bench_model(name, batch_size, device, dtype, compile_, steps):
     model = TRM(cfg).to(device).train()
     forward = torch.compile(model) if compile_ else model
     opt = AdamATan2(model.parameters(), lr=1e-4)
+    emb_opt = PuzzleEmbSignSGD(model.puzzle_emb, lr=1e-4) if cfg.prefix_len else None
     g = torch.Generator().manual_seed(0)
     batch = {"inputs": torch.randint(1, vocab, (batch_size, seq_len), generator=g, dtype=torch.int32),
              "labels": torch.randint(1, vocab, (batch_size, seq_len), generator=g, dtype=torch.int32),
@@ -92,6 +94,8 @@ def bench_model(name, batch_size, device, dtype, compile_, steps):
         (loss / batch_size).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if emb_opt:
+            emb_opt.step()
 
     def inference_step():
         with torch.inference_mode():
@@ -100,7 +104,53 @@ def bench_model(name, batch_size, device, dtype, compile_, steps):
     train_s = timed(train_step, 3, steps, device)
     model.eval()
     infer_s = timed(inference_step, 2, steps, device)
-    return train_s, infer_s, cfg, model.num_params()
+    return train_s, infer_s, cfg, model.num_params(), batch
+
+
+def official_train_seconds(official_dir, cfg, batch, device, compile_, steps):
+    """(seconds per training step, note) of the official model, loss head and optimisers
+    (SamsungSAILMontreal/TinyRecursiveModels checked out in official_dir) on the same shape, dtype
+    and batch, timed in this run as our step is. The official optimiser adam-atan2 is a CUDA extension:
+    where it does not import, torch's Adam stands in for it (same work per parameter, near enough)."""
+    sys.path.insert(0, os.path.abspath(official_dir))
+    try:
+        from models.losses import ACTLossHead
+        from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
+        from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+    except ImportError as e:
+        sys.exit(f"bench.py: --official={official_dir}: cannot import the official model ({e}); it needs a "
+                 f"checkout of SamsungSAILMontreal/TinyRecursiveModels and `pip install pydantic einops`")
+    finally:
+        sys.path.pop(0)
+    try:
+        from adam_atan2 import AdamATan2 as OfficialAdam
+        note = "official optimiser adam-atan2"
+    except ImportError:
+        OfficialAdam, note = torch.optim.Adam, "torch.optim.Adam standing in for adam-atan2 (a CUDA extension)"
+    fields = {k: getattr(cfg, k) for k in ("seq_len", "puzzle_emb_ndim", "num_puzzle_identifiers", "vocab_size",
+                                           "H_cycles", "L_cycles", "L_layers", "hidden_size", "expansion",
+                                           "num_heads", "pos_encodings", "rms_norm_eps", "rope_theta",
+                                           "halt_max_steps", "halt_exploration_prob", "forward_dtype", "mlp_t",
+                                           "puzzle_emb_len", "no_ACT_continue")}
+    torch.manual_seed(0)
+    with torch.device(device):
+        head = ACTLossHead(TinyRecursiveReasoningModel_ACTV1(dict(fields, batch_size=len(batch["inputs"]),
+                                                                  H_layers=0)), "stablemax_cross_entropy")
+        head.train()
+        carry = head.initial_carry(batch)
+    forward = torch.compile(head) if compile_ else head
+    opt = OfficialAdam(head.parameters(), lr=1e-4)
+    emb_opt = CastedSparseEmbeddingSignSGD_Distributed(head.model.puzzle_emb.buffers(), world_size=1, lr=1e-4) \
+        if cfg.prefix_len else None
+    state = {"carry": carry}
+
+    def train_step():
+        state["carry"], loss, _, _, _ = forward(carry=state["carry"], batch=batch, return_keys=[])
+        ((1 / len(batch["inputs"])) * loss).backward()
+        for o in (opt, emb_opt) if emb_opt else (opt,):
+            o.step()
+            o.zero_grad()
+    return timed(train_step, 3, steps, device), note
 
 
 class Parser(argparse.ArgumentParser):
@@ -117,6 +167,8 @@ def main():
     p.add_argument("--dtype", default="auto")
     p.add_argument("--compile", default="False", choices=("True", "False"))
     p.add_argument("--steps", type=int, default=10, help="timed steps, after 3 warm-up steps")
+    p.add_argument("--official", metavar="DIR", help="a checkout of SamsungSAILMontreal/TinyRecursiveModels: "
+                   "also time its training step on the same shape, dtype and batch, in this run")
     args = p.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
@@ -125,6 +177,9 @@ def main():
                 f"choose from {', '.join(MODELS)}")
     if args.batch < 0:
         p.error(f"--batch={args.batch}: must be at least 1 (or 0 for the default per shape)")
+    if args.official and not os.path.isdir(os.path.join(args.official, "models", "recursive_reasoning")):
+        p.error(f"--official={args.official}: not a checkout of SamsungSAILMontreal/TinyRecursiveModels "
+                f"(no models/recursive_reasoning/ there)")
     if args.steps < 1:
         p.error(f"--steps={args.steps}: must be at least 1 (the median of that many timed steps is reported)")
     try:
@@ -142,7 +197,8 @@ def main():
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         try:
-            train_s, infer_s, cfg, params = bench_model(name, batch, device, dtype, args.compile == "True", args.steps)
+            train_s, infer_s, cfg, params, data = bench_model(name, batch, device, dtype, args.compile == "True",
+                                                              args.steps)
         except torch.OutOfMemoryError as e:
             print(f"{name} (batch {batch}): does not fit in memory ({str(e).splitlines()[0][:100]}); "
                   f"try a smaller --batch. Going on.")
@@ -155,25 +211,11 @@ def main():
               f"{flops / 1e9:8.1f} GFLOP/step  MFU {flops / train_s / peak:.1%}")
         print(f"  inference  {infer_s * 1e3:9.1f} ms/step  {batch / infer_s:8.1f} examples/s  "
               f"{inf_flops / 1e9:8.1f} GFLOP/step  MFU {inf_flops / infer_s / peak:.1%}")
-        if device == "cpu" and name == "sudoku_mlp" and batch == 16:
-            print(official_comparison(kind, dtype, train_s, flops / train_s / peak))
-
-
-# The official code's sudoku_mlp training step at batch 16 on our 2-core CPUs (measured by the team):
-# with AMX, bf16 2.70 s (about 30% of the bf16 peak); with AVX-512 but no AMX and slow bf16, float32
-# 3.68 s (about 60% of the float32 peak; its bf16 step there is slower, 5.2 s).
-OFFICIAL_SECONDS = {("AMX", "bfloat16"): 2.70, ("AVX-512", "float32"): 3.68}
-OFFICIAL_MFU = {"bfloat16": 0.30, "float32": 0.60}
-
-
-def official_comparison(kind, dtype, step, mfu):
-    if (kind, dtype) in OFFICIAL_SECONDS:
-        seconds = OFFICIAL_SECONDS[(kind, dtype)]
-        return f"  vs the official code on this CPU kind: {seconds:.2f} s/step -> speed-up {seconds / step:.2f}x"
-    # Another CPU kind: seconds do not compare, utilisation of the same dtype's peak does.
-    official = OFFICIAL_MFU.get(dtype, OFFICIAL_MFU["float32"])
-    return (f"  official step times exist for AMX (bf16) and AVX-512 slow-bf16 (float32) CPUs only; on {kind} compare "
-            f"utilisation: {mfu:.1%} vs the official ~{official:.0%} of the {dtype} peak = {mfu / official:.2f}x")
+        if args.official:
+            official_s, note = official_train_seconds(args.official, cfg, data, device, args.compile == "True",
+                                                      args.steps)
+            print(f"  official   {official_s * 1e3:9.1f} ms/step  ({note}): ours is {official_s / train_s:.2f}x "
+                  f"as fast, both timed in this run")
 
 
 def peak_rss_mb():

@@ -14,12 +14,18 @@ A group is one original puzzle with its augmentations, a puzzle holds one identi
 (input, label) pair. Every task writes a single set called "all", as the official builders do.
 ARC uses a compact equivalent, the canvas layout (see "the canvas layout" below), read through the same API.
 """
+import contextlib
 import filecmp
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None
 
 import numpy as np
 
@@ -69,6 +75,11 @@ def check_split(meta, sets, where="<memory>"):
     missing = [k for k in BASE_META if k not in meta]
     if missing:
         raise DatasetError(f"{where}/dataset.json: missing keys {missing}")
+    for key in ("vocab_size", "seq_len", "num_puzzle_identifiers", "pad_id", "blank_identifier_id"):
+        low = 1 if key in ("vocab_size", "seq_len", "num_puzzle_identifiers") else 0
+        if type(meta[key]) is not int or meta[key] < low:  # bool and float are not counts
+            raise DatasetError(f"{where}/dataset.json: {key} is {meta[key]!r}, not an integer >= {low}; "
+                               f"rebuild the dataset")
     check = _check_canvas_set if is_canvas(meta) else _check_set
     for set_name, arrays in sets.items():
         check(meta, arrays, lambda field: f"{where}/{set_name}__{field}.npy")
@@ -147,7 +158,7 @@ def write_dataset(out_dir, splits, identifiers, overwrite=False, extra_files=Non
     replaced only with overwrite, and a directory holding anything else never (see _refuse_foreign).
     Returns "written" or "unchanged".
     """
-    out_dir = os.path.abspath(out_dir)
+    out_dir = os.path.realpath(out_dir)  # a link to a directory: the dataset goes where it points
     for source in sources:
         if source and _is_within(source, out_dir):
             raise DatasetError(f"{out_dir}: holds the source {source}, which writing the dataset there would "
@@ -177,7 +188,15 @@ def write_dataset(out_dir, splits, identifiers, overwrite=False, extra_files=Non
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-MANIFEST = "manifest.json"  # ours: every file of the dataset and its size, so --overwrite knows what it owns
+MANIFEST = "manifest.json"  # ours: every file of the dataset and its hash, so --overwrite knows what it owns
+
+
+def file_hash(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _write_tree(tmp, prepared, identifiers, extra_files, shared):
@@ -198,7 +217,7 @@ def _write_tree(tmp, prepared, identifiers, extra_files, shared):
         with open(os.path.join(tmp, rel), "w") as f:
             f.write(text)
     with open(os.path.join(tmp, MANIFEST), "w") as f:
-        json.dump({"files": {rel: os.path.getsize(os.path.join(tmp, rel)) for rel in _files(tmp)}}, f, indent=0)
+        json.dump({"files": {rel: file_hash(os.path.join(tmp, rel)) for rel in _files(tmp)}}, f, indent=0)
 
 
 def _prepare_split(split, meta, sets):
@@ -234,9 +253,13 @@ def _move_into_place(tmp, out_dir, overwrite):
         if not overwrite:
             raise DatasetError(f"{out_dir}: already holds a different dataset; pass --overwrite to replace it, "
                                f"or pick another --out")
-        old = tmp + ".old"
-        os.replace(out_dir, old)  # a directory cannot be replaced by rename while non-empty
-        os.replace(tmp, out_dir)
+        with _locked(out_dir, exclusive=True) as free:
+            if not free:
+                raise DatasetError(f"{out_dir}: a running train.py reads this dataset; nothing was changed: wait "
+                                   f"for it to end, or pick another --out")
+            old = tmp + ".old"
+            os.replace(out_dir, old)  # a directory cannot be replaced by rename while non-empty
+            os.replace(tmp, out_dir)
         shutil.rmtree(old)
         return "written"
     if os.path.exists(out_dir):
@@ -246,32 +269,52 @@ def _move_into_place(tmp, out_dir, overwrite):
 
 
 def _refuse_foreign(out_dir):
-    """Refuse a non-empty out_dir unless it is a dataset this module wrote: every file listed in its
-    manifest with the size it had (datasets from before the manifest: only the format's own files)."""
+    """Refuse a non-empty out_dir unless it is a dataset this module wrote and nobody changed: its
+    manifest lists every file with its hash, and no other file or folder is there. A dataset from
+    before the manifest is not recognised: the user removes it, or picks another --out."""
     try:
         with open(os.path.join(out_dir, MANIFEST)) as f:
             listed = dict(json.load(f)["files"])
     except (OSError, ValueError, KeyError, TypeError):
-        listed = None
-
-    def ours(rel):
-        if listed is None:
-            return _format_file(rel)
-        return rel == MANIFEST or listed.get(rel) == os.path.getsize(os.path.join(out_dir, rel))
-
-    foreign = [rel for rel in _files(out_dir) if not ours(rel)]
+        listed = {}
+    folders = {os.path.dirname(rel) for rel in listed}
+    folders |= {os.path.dirname(f) for f in folders}
+    foreign = [rel for rel in _files(out_dir)
+               if rel != MANIFEST and listed.get(rel) != file_hash(os.path.join(out_dir, rel))]
+    foreign += [rel + os.sep for rel in _folders(out_dir) if rel not in folders]
     if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise DatasetError(f"{out_dir}: holds files that are not a dataset written here ({shown}); nothing was "
-                           f"changed; --overwrite replaces only a dataset this project wrote: pick another --out")
+        shown = ", ".join(sorted(foreign)[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise DatasetError(f"{out_dir}: holds files that are not a dataset written here, or were changed since "
+                           f"({shown}); nothing was changed; --overwrite replaces only an unchanged dataset this "
+                           f"project wrote: pick another --out")
 
 
-def _format_file(rel):
-    """A file the format itself defines (identifiers, metadata, arrays), as an older version wrote them."""
-    parts = rel.split(os.sep)
-    if len(parts) == 1:
-        return rel == "identifiers.json" or rel in {f"{name}.npy" for name in CANVAS_SHARED}
-    return len(parts) == 2 and (parts[1] == "dataset.json" or "__" in parts[1] and parts[1].endswith(".npy"))
+def _folders(root):
+    return sorted(os.path.relpath(os.path.join(d, sub), root) for d, subs, _ in os.walk(root) for sub in subs)
+
+
+@contextlib.contextmanager
+def _locked(directory, exclusive):
+    """An advisory lock (flock) on a directory itself, no file added: training holds it shared for as
+    long as it reads a dataset (`reading`), --overwrite needs it exclusive. Yields whether it was had."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        yield True  # nothing there to protect
+        return
+    try:
+        if fcntl:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        yield True
+    except OSError:
+        yield False
+    finally:
+        os.close(fd)
+
+
+def reading(data_dir):
+    """Hold data_dir while a run reads it, so that --overwrite cannot replace it under the run."""
+    return _locked(data_dir, exclusive=False)
 
 
 def _is_within(path, directory):
@@ -300,8 +343,7 @@ def load_split(data_dir, split):
         raise DatasetError(f"{meta_path}: not found; make the dataset first, e.g. "
                            f"`python prepare_sudoku.py --out {data_dir}` (or prepare_maze.py / prepare_arc.py)")
     try:
-        with open(meta_path) as f:
-            meta = json.load(f)
+        meta = json.loads(read_text(meta_path))
     except json.JSONDecodeError as e:
         raise DatasetError(f"{meta_path}: not valid JSON ({e}); rebuild the dataset") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("sets", []), list):
@@ -334,26 +376,20 @@ def _load_array(path):
 def _check_derived(meta, sets, meta_path):
     """dataset.json's counts must be those of the arrays: the schedule and the loader are built on them."""
     for key, value in derived_meta(sets).items():
-        if key in meta and key != "sets" and not np.isclose(meta[key], value, rtol=1e-6, atol=1e-9):
+        if key in meta and key != "sets" and (isinstance(meta[key], bool) or not isinstance(meta[key], (int, float))
+                                              or not np.isclose(meta[key], value, rtol=1e-6, atol=1e-9)):
             raise DatasetError(f"{meta_path}: {key} is {meta[key]} but the arrays hold {value:g}; rebuild the dataset")
 
 
 def fingerprint(data_dir, splits):
-    """A short hash of a dataset's content (metadata, index arrays and a sample of the tokens of the
-    given splits), stored in checkpoints so that a resume on other data is refused, not trained on."""
+    """A short hash of every byte of the given splits (and of the files they share: identifiers, the
+    canvas arrays), stored in checkpoints so that a resume on other or changed data is refused."""
     digest = hashlib.sha256()
-    names = os.path.join(data_dir, "identifiers.json")
-    if os.path.isfile(names):
-        with open(names, "rb") as f:
-            digest.update(f.read())
-    for split in splits:
-        meta, sets = load_split(data_dir, split)
-        digest.update(json.dumps(meta, sort_keys=True).encode())
-        for arrays in sets.values():
-            rows = sample_rows(len(arrays["inputs"]))
-            for field in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices"):
-                digest.update(np.ascontiguousarray(arrays[field][rows] if field in ("inputs", "labels")
-                                                   else arrays[field]).tobytes())
+    shared = ["identifiers.json"] + [f"{name}.npy" for name in CANVAS_SHARED]
+    for rel in shared + [os.path.join(split, f) for split in splits
+                         for f in sorted(os.listdir(os.path.join(data_dir, split)))]:
+        if os.path.isfile(os.path.join(data_dir, rel)):
+            digest.update(f"{rel}:{file_hash(os.path.join(data_dir, rel))};".encode())
     return digest.hexdigest()[:16]
 
 

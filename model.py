@@ -210,20 +210,37 @@ class Net(nn.Module):
 
 class PuzzleEmbedding(nn.Module):
     """One learned vector per puzzle identifier, zero-initialised. The table is a buffer: the main
-    optimiser never sees it. In training, the rows of the batch are copied into a leaf tensor that
-    collects their gradient for PuzzleEmbSignSGD (official CastedSparseEmbedding)."""
+    optimiser never sees it. In training, the rows of the batch are copied into `local_rows`, a leaf
+    that collects their gradient for PuzzleEmbSignSGD (official CastedSparseEmbedding's local_weights):
+    a fixed buffer written in place, so torch.compile sees no new leaf (no graph break)."""
 
     def __init__(self, num_ids, ndim):
         super().__init__()
         self.register_buffer("weights", torch.zeros(num_ids, ndim))
-        self.local = None  # (ids, rows) of the last training forward
+        self.register_buffer("local_ids", None, persistent=False)
+        self.register_buffer("local_rows", None, persistent=False)
+
+    def prepare(self, batch_size):
+        """Make the leaf for batches of `batch_size` (outside any compiled region: called by initial_carry)."""
+        device = self.weights.device
+        if self.local_rows is None or self.local_rows.shape[0] != batch_size or \
+                self.local_rows.device != device or not self.local_rows.is_leaf:  # .to() makes a non-leaf copy
+            self.local_ids = torch.zeros(batch_size, dtype=torch.int32, device=device)
+            self.local_rows = torch.zeros(batch_size, self.weights.shape[1], device=device, requires_grad=True)
+
+    @property
+    def local(self):
+        """(ids, rows) of the last training forward while its gradient waits for the optimiser, else None."""
+        return None if self.local_rows is None or self.local_rows.grad is None else (self.local_ids, self.local_rows)
 
     def forward(self, ids):
         if not self.training:
             return self.weights[ids]
-        rows = self.weights[ids].detach().requires_grad_()
-        self.local = (ids, rows)
-        return rows
+        self.prepare(ids.shape[0])  # a no-op after initial_carry (callers resuming a carry may skip it)
+        with torch.no_grad():
+            self.local_ids.copy_(ids)
+            self.local_rows.copy_(self.weights[ids])
+        return self.local_rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,6 +337,8 @@ class TRM(nn.Module):
 
     def initial_carry(self, batch):
         B, length = batch["inputs"].shape[0], self.config.seq_len + self.config.prefix_len
+        if self.config.prefix_len:
+            self.puzzle_emb.prepare(B)
         z = self.z_init.expand(B, *self.z_init.shape[:-2], length, -1)  # (B, L, D), "multi" (B, n, L, D)
         return Carry(y=self.y_init.expand(B, length, -1).clone(), z=z.clone(),
                      steps=torch.zeros(B, dtype=torch.int32, device=self.y_init.device),
@@ -327,9 +346,9 @@ class TRM(nn.Module):
                      data={k: torch.zeros_like(v) for k, v in batch.items()})
 
     def forward(self, carry: Carry, batch: dict):
-        """One supervision step. Returns the new (detached) carry and the outputs."""
-        if not torch.compiler.is_compiling():
-            self.check_batch(batch)
+        """One supervision step. Returns the new (detached) carry and the outputs. The batch is not
+        validated here (on a GPU each check would wait for the device): callers check their data once,
+        on the CPU, with check_batch or when the dataset is opened."""
         cfg, reset = self.config, carry.halted
         # Halted slots restart from the initial states with the new batch's puzzle; others go on.
         data = {k: torch.where(reset.view(-1, *[1] * (v.ndim - 1)), batch[k], v) for k, v in carry.data.items()}
@@ -360,6 +379,7 @@ class TRM(nn.Module):
         return Carry(y.detach(), z.detach(), steps, halted, data), outputs
 
     def check_batch(self, batch):
+        """ValueError unless the batch (CPU tensors) fits the model: shapes, token and identifier ranges."""
         cfg, where = self.config, "the dataset and the model config disagree; rebuild one to match the other"
         inputs, labels = batch["inputs"], batch["labels"]
         if inputs.ndim != 2 or inputs.shape[1] != cfg.seq_len or labels.shape != inputs.shape:
@@ -474,10 +494,11 @@ class PuzzleEmbSignSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self):
-        local, self.puzzle_emb.local = self.puzzle_emb.local, None
-        if local is None or local[1].grad is None:
+        local = self.puzzle_emb.local
+        if local is None:
             return
         ids, grad = local[0], local[1].grad
+        local[1].grad = None  # consumed: a step without a new backward changes nothing
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             ids, grad = _all_gather(ids), _all_gather(grad)
         group = self.param_groups[0]
@@ -491,10 +512,14 @@ def _all_gather(t):
 
 
 def sign_sgd_rows_(weights, ids, grad, lr, weight_decay):
-    unique, inverse = ids.unique(return_inverse=True)
-    summed = torch.zeros(len(unique), grad.shape[1], dtype=grad.dtype, device=grad.device)
-    summed.scatter_add_(0, inverse.unsqueeze(-1).expand(-1, grad.shape[1]), grad)
-    weights[unique] = weights[unique] * (1.0 - lr * weight_decay) - lr * torch.sign(summed)
+    """The update of the rows `ids`, each by the sign of the sum of its gradients (an identifier can
+    appear several times). Shapes stay those of the batch (no torch.unique, whose output size would
+    make a GPU wait): rows are sorted, equal ids summed per run, and every copy writes the same value."""
+    order = ids.argsort()
+    sorted_ids = ids[order].long()
+    run = torch.cumsum(torch.cat([sorted_ids.new_ones(1), (sorted_ids[1:] != sorted_ids[:-1]).long()]), 0) - 1
+    summed = torch.zeros_like(grad).index_add_(0, run, grad[order])
+    weights[sorted_ids] = weights[sorted_ids] * (1.0 - lr * weight_decay) - lr * torch.sign(summed[run])
 
 
 class EMA:

@@ -34,9 +34,15 @@ HF_URL = "https://huggingface.co/datasets/sapientinc/sudoku-extreme/resolve/main
 # Givens per difficulty for the clue-count levels, scaled from 9x9 (36-40 and 26-30 of 81 cells).
 GIVENS = {9: {"easy": (36, 40), "medium": (26, 30)}, 6: {"easy": (16, 18), "medium": (12, 13)},
           4: {"easy": (7, 8), "medium": (5, 6)}}
-EXTREME_MIN_GUESSES = 10  # every extreme puzzle needs at least this many guesses, so the median does too
+ROBUST_FORMS = 8  # equivalent forms the robust rating takes the median over
+# extreme: a climb keeps a puzzle once its median over the generator's own ROBUST_FORMS random forms reaches
+# EXTREME_GATE; a written puzzle also needs a recorded rating (other forms) of at least EXTREME_MIN_RATING.
+EXTREME_GATE, EXTREME_MIN_RATING = 13, 5
+OPEN_GATE = 220  # candidates left after singles below which the costly rating is not tried (top1465: p10 218)
 CLIMB_STEPS = 300  # local-search moves tried on one start before restarting from a new minimal puzzle
-CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 2}  # puzzles per work unit of the generator
+CLIMB_KEEPS = 16  # puzzles one climb may contribute (all share its solution grid)
+REPAIR_TRIES = 8  # cells tried per repair step, the one leaving most candidates kept
+CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 16}  # puzzles per work unit of the generator
 
 
 class InputError(ValueError):
@@ -397,7 +403,9 @@ def _start(digits, size):
 
 
 def _search(cand, size, limit, solutions, counter, rng):
-    """Depth-first search, branching on the first cell with the fewest candidates; counter[0] += guesses."""
+    """Depth-first search, branching on the first cell with the fewest candidates, its digits in increasing
+    order (shuffled by rng). counter: [branches tried, guesses, guesses when the first solution was found];
+    a guess is a branch that is not its cell's last candidate (by then the others failed, so it is forced)."""
     unit_cells, peers, full = _tables(size)
     if not _propagate(cand, unit_cells, peers, full):
         return
@@ -410,13 +418,17 @@ def _search(cand, size, limit, solutions, counter, rng):
                 if k == 2:
                     break
     if best < 0:
+        if not solutions:
+            counter[2] = counter[1]
         solutions.append([m.bit_length() for m in cand])
         return
     bits = [1 << i for i in range(size) if cand[best] >> i & 1]
     if rng is not None:
         rng.shuffle(bits)
+    last = bits[-1]
     for bit in bits:
         counter[0] += 1
+        counter[1] += bit != last
         child = cand[:]
         if _place(child, best, bit, peers):
             _search(child, size, limit, solutions, counter, rng)
@@ -427,17 +439,37 @@ def _search(cand, size, limit, solutions, counter, rng):
 def solve(digits, size, limit=2, rng=None):
     """(up to `limit` solutions as digit lists, guesses made). digits: row-major, 0 = blank."""
     cand = _start(list(digits), size)
-    solutions, counter = [], [0]
+    solutions, counter = [], [0, 0, 0]
     if cand is not None:
         _search(cand, size, limit, solutions, counter, rng)
     return solutions, counter[0]
 
 
 def rate(digits, size):
-    """Difficulty = guesses a backtracking solver with naked- and hidden-singles propagation makes to
-    find every solution (the search that proves uniqueness). 0 = solvable by singles alone. Independent
-    of digit relabelling; cell permutations can change it a little (ties in the branching cell)."""
+    """Difficulty = branches a backtracking solver with naked- and hidden-singles propagation tries to
+    find every solution (the search that proves uniqueness), with one fixed branching order. 0 = solvable by
+    singles alone. Independent of digit relabelling, but not of cell order: a generator climbing it learns
+    the order (see robust_rating)."""
     return solve(digits, size, limit=2)[1]
+
+
+def first_guesses(digits, size):
+    """Guesses made before the first solution is found, the last candidate of a branch not counted (it is
+    forced); 0 = singles alone solve it."""
+    cand = _start(list(digits), size)
+    counter = [0, 0, 0]
+    if cand is not None:
+        _search(cand, size, 1, [], counter, None)
+    return counter[2]
+
+
+def robust_rating(digits, size, seed=0, forms=ROBUST_FORMS):
+    """The median of first_guesses over `forms` random equivalent forms (random_transforms, seeded): a
+    puzzle's difficulty does not depend on how it is written down, and one fixed order can be gamed."""
+    tokens = np.asarray(digits, dtype=np.uint8).reshape(1, -1) + 1
+    positions, token_maps = random_transforms(np.random.default_rng(seed), forms, size)
+    moved = apply_transforms(np.repeat(tokens, forms, axis=0), positions, token_maps)
+    return float(np.median([first_guesses(_digits(m), size) for m in moved]))
 
 
 def _digits(tokens):
@@ -479,7 +511,7 @@ def _keeps_unique(puzzle, cell, digit, size):
     puzzle[cell] = digit
     cand[cell] &= ~(1 << (digit - 1))
     found = []
-    _search(cand, size, 1, found, [0], None)
+    _search(cand, size, 1, found, [0, 0, 0], None)
     return not found
 
 
@@ -500,27 +532,65 @@ def _dig(solution, size, rng, stop_at=0):
     return puzzle
 
 
-def _climb(puzzle, solution, size, rng, target):
-    """Local search for a harder puzzle with the same solution: swap a given for another cell of the
-    solution, keep the swap if the puzzle stays unique and its rating does not drop."""
-    rating = rate(puzzle, size)
+def _singles(digits, size):
+    """Candidate masks after naked and hidden singles, or None on a contradiction."""
+    cand = _start(list(digits), size)
+    return cand if cand is not None and _propagate(cand, *_tables(size)) else None
+
+
+def _open(cand):
+    """Candidates left after singles: order-free, cheap, and close to log-difficulty (top1465 median 240,
+    random minimal puzzles 136), so the climb steers by it and pays for the robust rating only near the top."""
+    return -1 if cand is None else sum(m.bit_count() for m in cand)
+
+
+def _swap(puzzle, solution, size, rng):
+    """A neighbour with the same unique solution: drop a random given, then while another solution exists
+    (it differs at the dropped cell, since the rest was unique) add back one cell where it differs, the
+    one of REPAIR_TRIES that leaves most candidates after singles. Returns (puzzle, candidates left)."""
+    unit_cells, peers, full = _tables(size)
+    trial = list(puzzle)
+    cell = rng.choice([c for c, d in enumerate(puzzle) if d])
+    trial[cell] = 0
+    while True:
+        cand = _singles(trial, size)
+        other = cand[:]
+        other[cell] &= ~(1 << (solution[cell] - 1))
+        found = []
+        if other[cell]:
+            _search(other, size, 1, found, [0, 0, 0], None)
+        if not found:
+            return trial, _open(cand)
+        differ = [c for c in range(size * size) if found[0][c] != solution[c] and not trial[c]]
+        scored = []
+        for c in rng.sample(differ, min(REPAIR_TRIES, len(differ))):
+            child = cand[:]
+            ok = _place(child, c, 1 << (solution[c] - 1), peers) and _propagate(child, unit_cells, peers, full)
+            scored.append((_open(child) if ok else -1, c))
+        trial[max(scored)[1]] = solution[max(scored)[1]]
+
+
+def _climb(solution, size, rng, gate):
+    """Local search from a minimal puzzle towards more candidates left after singles (never fewer), keeping
+    each distinct puzzle whose median over ROBUST_FORMS fresh random forms (the generator's own, not the
+    recorded ones) reaches `gate`; up to CLIMB_KEEPS of them."""
+    puzzle = _dig(solution, size, rng)
+    left, kept = _open(_singles(puzzle, size)), {}
     for _ in range(CLIMB_STEPS):
-        if rating >= target:
-            break
-        givens = [c for c, d in enumerate(puzzle) if d]
-        blanks = [c for c, d in enumerate(puzzle) if not d]
-        trial = list(puzzle)
-        trial[rng.choice(givens)] = 0
-        cell = rng.choice(blanks)
-        trial[cell] = solution[cell]
-        solutions, guesses = solve(trial, size)
-        if len(solutions) == 1 and guesses >= rating:
-            puzzle, rating = trial, guesses
-    return puzzle, rating
+        trial, trial_left = _swap(puzzle, solution, size, rng)
+        if trial_left < left:
+            continue
+        puzzle, left = trial, trial_left
+        if left >= OPEN_GATE and tuple(puzzle) not in kept:
+            if robust_rating(puzzle, size, seed=rng.getrandbits(32)) >= gate:
+                kept[tuple(puzzle)] = puzzle
+                if len(kept) == CLIMB_KEEPS:
+                    break
+    return list(kept.values())
 
 
 def make_puzzle(difficulty, size, rng):
-    """One (puzzle, solution) of the given difficulty, as digit lists (0 = blank)."""
+    """One (puzzle, solution) of a clue level or `hard`, as digit lists (0 = blank)."""
     while True:
         solution = _full_grid(size, rng)
         if difficulty in ("easy", "medium"):
@@ -530,37 +600,46 @@ def make_puzzle(difficulty, size, rng):
                 return puzzle, solution
             continue  # went minimal above the target; rare, try another grid
         puzzle = _dig(solution, size, rng)
-        if difficulty == "hard":
-            if rate(puzzle, size) >= 1:
-                return puzzle, solution
-            continue
-        puzzle, rating = _climb(puzzle, solution, size, rng, EXTREME_MIN_GUESSES)
-        if rating >= EXTREME_MIN_GUESSES:
+        if rate(puzzle, size) >= 1:
             return puzzle, solution
 
 
+def _candidates(difficulty, size, rng):
+    """A batch of (puzzle, solution): one puzzle, or for extreme the keeps of one climb."""
+    if difficulty != "extreme":
+        return [make_puzzle(difficulty, size, rng)]
+    solution = _full_grid(size, rng)
+    return [(puzzle, solution) for puzzle in _climb(solution, size, rng, EXTREME_GATE)]
+
+
 def _generate_chunk(job):
-    """A work unit: `count` puzzles from their own seed, so results do not depend on the worker count."""
+    """A work unit: `count` puzzles from their own seed, so results do not depend on the worker count.
+    Rows: (puzzle, solution, robust rating); an extreme puzzle below EXTREME_MIN_RATING is not written."""
     difficulty, size, seed, index, count = job
     rng = random.Random(seed * 1_000_003 + index)
     rows = []
-    for _ in range(count):
-        puzzle, solution = make_puzzle(difficulty, size, rng)
-        solutions, guesses = solve(puzzle, size)  # the rating search doubles as the uniqueness proof
-        if len(solutions) != 1 or solutions[0] != solution:
-            raise InputError(f"generated {difficulty} puzzle {''.join(map(str, puzzle))} has "
-                             f"{len(solutions)} solutions; this is a generator bug, please report it")
-        rows.append((puzzle, solution, guesses))
-    return rows
+    while len(rows) < count:
+        for puzzle, solution in _candidates(difficulty, size, rng):
+            solutions, _ = solve(puzzle, size)
+            if len(solutions) != 1 or solutions[0] != solution:
+                raise InputError(f"generated {difficulty} puzzle {''.join(map(str, puzzle))} has "
+                                 f"{len(solutions)} solutions; this is a generator bug, please report it")
+            rating = robust_rating(puzzle, size)
+            if difficulty != "extreme" or rating >= EXTREME_MIN_RATING:
+                rows.append((puzzle, solution, rating))
+    return rows[:count]
 
 
-def generate(total, difficulty, size, seed=0, workers=1):
-    """`total` distinct puzzles (no two equal up to augmentation): (questions, answers, ratings)."""
+def generate(total, difficulty, size, seed=0, workers=1, stream=0, keys=None):
+    """`total` distinct puzzles (no two equal up to augmentation, nor to one in `keys`, which gains theirs):
+    (questions, answers, robust ratings). Streams draw disjoint work units: the test split is its own
+    stream, so no climb gives puzzles (sharing a solution grid) to both splits."""
     if difficulty in ("hard", "extreme") and size != 9:
         raise InputError(f"--difficulty {difficulty} needs --size 9: smaller grids hardly ever need a guess; "
                          f"fix: use easy or medium for --size {size}")
     chunk = CHUNK[difficulty]
-    rows, keys, next_index = [], set(), 0
+    rows, next_index = [], stream << 40
+    keys = set() if keys is None else keys
     pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:
         with tqdm(total=total, desc=f"generate {difficulty}", disable=None) as bar:
@@ -584,7 +663,7 @@ def generate(total, difficulty, size, seed=0, workers=1):
             pool.terminate()
     questions = np.array([r[0] for r in rows], dtype=np.uint8) + 1
     answers = np.array([r[1] for r in rows], dtype=np.uint8) + 1
-    return questions, answers, np.array([r[2] for r in rows], dtype=np.int64)
+    return questions, answers, np.array([r[2] for r in rows], dtype=np.float64)
 
 
 # ============================================================================ CSV source
@@ -662,12 +741,13 @@ def _convert_rows(path, rows, size, parts):
     ratings = []
     for line, row in rows:
         try:
-            ratings.append(int(row[3]) if row[3].strip() else 0)
+            ratings.append(float(row[3]) if row[3].strip() else 0.0)  # generated sets' medians can end in .5
         except ValueError:
-            raise InputError(f"{path}:{line}: rating {row[3]!r} is not an integer; fix: write a whole number") from None
+            raise InputError(f"{path}:{line}: rating {row[3]!r} is not a number; fix: write a number such as 12 "
+                             f"or 12.5") from None
     parts["q"].append(questions)
     parts["a"].append(answers)
-    parts["rating"].append(np.array(ratings, dtype=np.int64))
+    parts["rating"].append(np.array(ratings, dtype=np.float64))
     parts["line"].append(lines)
 
 
@@ -749,20 +829,22 @@ def to_csv(questions, answers, ratings, source, size):
     cells = size * size
     lines = [",".join(CSV_HEADER)]
     for i, rating in enumerate(np.asarray(ratings).tolist()):
-        lines.append(f"{source},{q_text[i * cells:(i + 1) * cells]},{a_text[i * cells:(i + 1) * cells]},{int(rating)}")
+        lines.append(f"{source},{q_text[i * cells:(i + 1) * cells]},{a_text[i * cells:(i + 1) * cells]},{rating:g}")
     return "\n".join(lines) + "\n"
 
 
-def describe(name, questions, ratings):
-    """The difficulty claims, measured by this file's rater."""
+def describe(name, questions, size, robust=None, limit=300):
+    """The difficulty claims: the robust rating (given, or measured on the first `limit` puzzles) and the
+    fixed-order full-search figure of `rate` (on the first `limit`, as it costs a search each)."""
     givens = (questions != BLANK).sum(1)
-    return (f"{name}: {len(questions)} puzzles, givens {givens.min()}-{givens.max()} (median {np.median(givens):g}), "
-            f"guesses median {np.median(ratings):g} mean {ratings.mean():.1f} max {ratings.max()}, "
-            f"{100 * np.mean(ratings > 0):.0f}% need a guess")
-
-
-def _rate_sample(questions, size, limit=300):
-    return np.array([rate(_digits(q), size) for q in questions[:limit]], dtype=np.int64)
+    if robust is None:
+        robust = np.array([robust_rating(_digits(q), size) for q in questions[:limit]])
+    fixed = np.array([rate(_digits(q), size) for q in questions[:limit]])
+    return (f"{name}: {len(questions)} puzzles, givens {givens.min()}-{givens.max()} (median {np.median(givens):g}); "
+            f"robust rating{'' if len(robust) == len(questions) else f' (first {len(robust)})'} median "
+            f"{np.median(robust):g} p10 {np.percentile(robust, 10):g} mean {robust.mean():.1f} max {robust.max():g}, "
+            f"{100 * np.mean(robust > 0):.0f}% need a guess; fixed-order full search (first {len(fixed)}) "
+            f"median {np.median(fixed):g} mean {fixed.mean():.1f} max {fixed.max()}")
 
 
 SYMMETRIES = "digits relabelled, rows, columns, bands or stacks permuted, transposed"  # random_transforms' group
@@ -865,15 +947,15 @@ def run(args):
     overlap = 0
     if args.source:
         train, test, overlap = from_csv_source(args)
-        test_ratings = _rate_sample(test["q"], args.size)
-        print(describe(f"test, first {len(test_ratings)} by our rater", test["q"][:len(test_ratings)], test_ratings))
+        print(describe("test", test["q"], args.size))
     else:
-        total = args.generate + args.num_test
-        q, a, r = generate(total, args.difficulty, args.size, args.seed, args.workers)
-        train = {"q": q[:args.generate], "a": a[:args.generate], "rating": r[:args.generate]}
-        test = {"q": q[args.generate:], "a": a[args.generate:], "rating": r[args.generate:]}
+        keys, made = set(), []
+        for stream, n in enumerate((args.generate, args.num_test)):
+            q, a, r = generate(n, args.difficulty, args.size, args.seed, args.workers, stream, keys)
+            made.append({"q": q, "a": a, "rating": r})
+        train, test = made
         for split, d in (("train", train), ("test", test)):
-            print(describe(f"{split} {args.difficulty}", d["q"], d["rating"]))
+            print(describe(f"{split} {args.difficulty}", d["q"], args.size, d["rating"]))
             extra[f"{split}.csv"] = to_csv(d["q"], d["a"], d["rating"], f"generated-{args.difficulty}", args.size)
     splits = {"train": sudoku_split(train["q"], train["a"], args.num_aug, rng, args.size),
               "test": sudoku_split(test["q"], test["a"], 0, rng, args.size)}  # the test split is never augmented
@@ -919,7 +1001,7 @@ def bench(which):
                 raise SystemExit(output[-1] if output else f"{title}: failed")
             print(f"{title}: {seconds:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MB")
             for line in output:
-                if "guesses" in line:
+                if "robust rating" in line:
                     print(f"    {line}")
 
 
@@ -940,7 +1022,9 @@ def build_parser():
                           "and exit")
     p.add_argument("--difficulty", choices=["easy", "medium", "hard", "extreme"], default="easy",
                    help="generator level: easy 36-40 givens, medium 26-30, hard minimal and needing a guess, "
-                        f"extreme at least {EXTREME_MIN_GUESSES} guesses (default %(default)s)")
+                        f"extreme found by a search against the robust rating (median over {ROBUST_FORMS} "
+                        f"equivalent forms of the guesses to a first solution) and each rated at least "
+                        f"{EXTREME_MIN_RATING} (default %(default)s)")
     p.add_argument("--size", type=int, choices=sorted(BOX_SHAPES), default=9,
                    help="grid size: 4 (2x2 boxes), 6 (2x3 boxes) or 9 (3x3 boxes) (default %(default)s)")
     p.add_argument("--num_test", type=int, default=1000,

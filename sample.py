@@ -895,6 +895,10 @@ def run(args):
     else:
         shown = args.num_puzzles or max(args.show, 1)
         puzzles, names = test_puzzles(data_dir, args.split, args.num_puzzles if args.eval or args.sweep else shown)
+    try:  # once, on the CPU: the forward itself does not check (on a GPU every check would wait for it)
+        model.check_batch({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in puzzles.items()})
+    except ValueError as e:
+        raise UserError(f"{data_dir if args.puzzle is None and not args.puzzle_file else 'the puzzles'}: {e}") from None
     steps = args.steps or model.config.halt_max_steps
     if args.sweep:
         chart = args.chart or os.path.join(os.path.dirname(args.official_ckpt) if args.official_ckpt else args.out_dir,

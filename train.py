@@ -19,9 +19,12 @@ import json
 import math
 import os
 import pickle
+import queue
 import re
+import shlex
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -297,12 +300,17 @@ def init_distributed(C, device):
     return rank, local_rank, world
 
 
-def all_sum(values, device, world):
-    """Sum a list of numbers over all ranks (identity for one process)."""
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    if world > 1:
-        dist.all_reduce(t)
+def all_sum(values, device, world, op="sum"):
+    """Sum (or min) a list of numbers or 0-d tensors over all ranks; for one process, their values."""
+    if world == 1:
+        return [float(v) for v in values]
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(device) for v in values])
+    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def all_min(values, device, world):
+    return all_sum(values, device, world, op="min")
 
 
 def all_sum_dict(sums, device, world):
@@ -335,7 +343,76 @@ def model_config(C, meta):
 
 
 def to_device(batch, device):
-    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+    """numpy arrays -> tensors on the device; on CUDA through pinned memory, so the copy is asynchronous."""
+    if not device.startswith("cuda"):
+        return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    return {k: torch.from_numpy(v).pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class Prefetcher:
+    """The training loader's next batch, read and copied to the device by a background thread while the
+    current step runs (numpy and the copy release the GIL). next() -> (batch on the device, whether it
+    began a new pass, the loader's state once it is taken: what a checkpoint must save, since the
+    thread runs one batch ahead). Errors of the loader (e.g. the dataset vanished) surface in next()."""
+
+    def __init__(self, loader, device):
+        self.loader, self.device = loader, device
+        self.queue, self.closed = queue.Queue(maxsize=1), threading.Event()
+        self.thread = threading.Thread(target=self._fill, daemon=True)
+        self.thread.start()
+
+    def _fill(self):
+        try:
+            while not self.closed.is_set():
+                before = self.loader.iteration
+                batch = to_device(self.loader.next_batch(), self.device)
+                self._put((batch, self.loader.iteration != before, self.loader.state_dict()))
+        except Exception as e:
+            self._put(e)
+
+    def _put(self, item):
+        while not self.closed.is_set():
+            try:
+                return self.queue.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+
+    def next(self):
+        item = self.queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def close(self):
+        self.closed.set()
+        self.thread.join()
+
+
+def cpu_copy(obj):
+    """A deep copy of a (nested) state dict with every tensor copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
+NO_BAD_STEP = float(2**53)  # "no step had a non-finite loss"; a float: MIN-reduced with the other ranks'
+
+
+def stop_requests(C, t_start, stop, agree, dev, world):
+    """(max_minutes reached, Ctrl-C pressed) as every rank sees them: read on the host at each step for
+    one process; under DDP agreed on at log and checkpoint steps (`agree`), by one small collective,
+    so that all ranks stop together."""
+    out_of_time = bool(C["max_minutes"]) and time.time() - t_start > 60 * C["max_minutes"]
+    if world == 1:
+        return out_of_time, stop["asked"]
+    if not agree:
+        return False, False
+    timed_out, asked = all_sum([out_of_time, stop["asked"]], dev, world)
+    return timed_out > 0, asked > 0
 
 
 def lr_at(step, base_lr, C, total_steps):
@@ -448,10 +525,13 @@ def save_checkpoint(path, state):
     except BaseException as e:  # a full disk, or Ctrl-C pressed twice: no half-written file stays behind
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        if isinstance(e, OSError):
-            kept = "keeps the previous checkpoint" if os.path.exists(path) else "was not written"
-            raise UserError(f"{path}: cannot write the checkpoint ({e.strerror or e}); {path} {kept}. "
-                            f"Free some space (or pick another --out_dir) and resume") from None
+        if isinstance(e, (OSError, RuntimeError)):  # torch.save reports a short write as a RuntimeError
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:80]
+            kept = ("keeps the previous checkpoint. Free some space (or copy out_dir elsewhere) and resume"
+                    if os.path.exists(path) else "was not written. Free some space (or pick another --out_dir) "
+                    "and start again")
+            raise UserError(f"{path}: cannot write the checkpoint ({reason}; is the disk full?); {path} {kept}") \
+                from None
         raise
 
 
@@ -467,7 +547,7 @@ def read_checkpoint(path, fix="Restore it from a backup, or start over with --in
                             f"only tensors and plain data; checkpoints are loaded as data only, never run") from None
         reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
         raise UserError(f"{path} is unreadable ({type(e).__name__}: {reason}); it was left untouched. {fix}") from None
-    if not isinstance(state, dict) or not {"config", "model", "model_config"} <= set(state):
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in ("config", "model", "model_config")):
         raise UserError(f"{path} is not a train.py checkpoint (no config, model and model_config entries)")
     return state
 
@@ -481,7 +561,7 @@ def load_checkpoint(path, C, world=1):
               if k in C and saved[k] != C[k] and not (k in FROM_DATASET and C[k] is None)]
     if differ:
         raise UserError(f"{path} was trained with another model shape; set these back to resume: " + "; ".join(differ))
-    saved_world = len(state["carry"]) if isinstance(state["carry"], list) else 1
+    saved_world = len(state["carry"]) if isinstance(state.get("carry"), list) else 1
     if saved_world != world:
         raise UserError(f"{path} was written by {saved_world} process(es) and this run has {world}: each process's "
                         f"ACT carry is in the checkpoint, so resume with --nproc_per_node={saved_world}")
@@ -519,20 +599,42 @@ def truncate_jsonl(path, step):
     """On resume, forget what was logged after the checkpoint at `step`: it is about to be redone
     (an evaluation at `step` always runs after that step's checkpoint). A line cut short by a kill
     is dropped with the rest of what comes after the checkpoint."""
-    if os.path.isfile(path):
-        kept = [json.dumps(r) + "\n" for r in plot.read_jsonl(path)
-                if r["iter"] < step or (r["iter"] == step and r["split"] == "train")]
-        write_text_atomic(path, "".join(kept))
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+            if not (isinstance(row, dict) and type(row.get("iter")) is int and isinstance(row.get("split"), str)):
+                raise ValueError
+        except ValueError:
+            if number == len(lines) or not line.strip():  # the write a kill cut short, or a blank line
+                continue
+            raise UserError(f"{path}:{number}: not a log record of train.py; fix or delete that line, then "
+                            f"resume") from None
+        rows.append(row)
+    kept = [json.dumps(r) + "\n" for r in rows if r["iter"] < step or (r["iter"] == step and r["split"] == "train")]
+    write_text_atomic(path, "".join(kept))
 
 
 def keep_old_log(path):
     """A scratch start in a directory with a log (of a run killed before its first checkpoint, or whose
-    checkpoint was removed) keeps it as metrics.1.jsonl, metrics.2.jsonl, ...: never overwritten."""
-    stem, ext = os.path.splitext(path)
+    checkpoint was removed) keeps it as metrics.1.jsonl, metrics.2.jsonl, ..., and the config.json
+    beside it as config.1.json, ...: never overwritten."""
+    config = os.path.join(os.path.dirname(path), "config.json")
     number = 1
-    while os.path.exists(f"{stem}.{number}{ext}"):
+    while os.path.exists(numbered(path, number)) or os.path.exists(numbered(config, number)):
         number += 1
-    os.replace(path, f"{stem}.{number}{ext}")
+    os.replace(path, numbered(path, number))
+    if os.path.exists(config):
+        os.replace(config, numbered(config, number))
+    return numbered(path, number)
+
+
+def numbered(path, number):
+    stem, ext = os.path.splitext(path)
     return f"{stem}.{number}{ext}"
 
 
@@ -587,9 +689,10 @@ def check_eval_split(C):
     """The evaluation split exists and is sound: checked at start, not after all the training."""
     if not os.path.isfile(os.path.join(C["data_dir"], C["eval_split"], "dataset.json")):
         have = sorted(d for d in os.listdir(C["data_dir"]) if os.path.isfile(os.path.join(C["data_dir"], d, "dataset.json")))
+        best = (difflib.get_close_matches(C["eval_split"], have, n=1, cutoff=0) or ["test"])[0]
         raise UserError(f"eval_split={C['eval_split']!r}: {C['data_dir']} has no such split (it has "
-                        f"{', '.join(have) or 'none'}); use --eval_split={have[-1] if have else 'test'}")
-    dataset.load_split(C["data_dir"], C["eval_split"])
+                        f"{', '.join(have) or 'none'}); use --eval_split={best}")
+    return dataset.load_split(C["data_dir"], C["eval_split"])[0]
 
 
 def check_same_data(state, C, fingerprint, ckpt_path):
@@ -606,6 +709,26 @@ def check_same_data(state, C, fingerprint, ckpt_path):
                         f"resume on the data it was trained on, or start a new run in another --out_dir")
     elif saved_dir and os.path.realpath(saved_dir) != os.path.realpath(C["data_dir"]):
         print(f"note: {ckpt_path} was trained on {saved_dir}; {C['data_dir']} holds the same data")
+
+
+def restore(state, model, opt, emb_opt, ema, loader, rank, dev):
+    """Load a checkpoint's state into the run; returns (this rank's ACT carry, the step)."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if emb_opt:
+        emb_opt.load_state_dict(state["emb_optimizer"])
+    if ema:
+        ema.load_state_dict(state["ema"])
+    loader.load_state_dict(state["loader"])
+    carries = state["carry"] if isinstance(state["carry"], list) else [state["carry"]]  # older: one dict
+    rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    carry, step = Carry(**carry_to(carries[rank], dev)), int(state["step"])
+    if model.config.prefix_len:  # what initial_carry does besides the carry, outside the compiled step
+        model.puzzle_emb.prepare(len(carry.steps))
+    torch.set_rng_state(rngs[rank]["torch"])
+    if dev.startswith("cuda") and rngs[rank].get("cuda") is not None:
+        torch.cuda.set_rng_state(rngs[rank]["cuda"])
+    return carry, step
 
 
 class Interrupted(UserError):
@@ -630,7 +753,8 @@ def train(C):
         raise UserError(f"init_from={C['init_from']!r}: use scratch or resume")
     if C["puzzle_id_ablation"] not in ("none", "blank", "random"):
         raise UserError(f"puzzle_id_ablation={C['puzzle_id_ablation']!r}: use none, blank or random")
-    with take_out_dir(C["out_dir"], master, dev, world):  # held until the run ends, however it ends
+    # Both held until the run ends, however it ends: out_dir for this run alone, data_dir against --overwrite.
+    with take_out_dir(C["out_dir"], master, dev, world), dataset.reading(C["data_dir"]):
         return run(C, dev, rank, local_rank, world)
 
 
@@ -644,8 +768,9 @@ def run(C, dev, rank, local_rank, world):
     try:
         loader = dataset.TrainLoader(C["data_dir"], C["global_batch_size"], rank=rank, world_size=world,
                                      seed=C["seed"], epochs_per_iter=max(1, min(C["eval_interval"], C["epochs"])))
-        check_eval_split(C)
+        eval_meta = check_eval_split(C)
         data_fingerprint = dataset.fingerprint(C["data_dir"], ("train",))
+        eval_fingerprint = dataset.fingerprint(C["data_dir"], (C["eval_split"],))
     except dataset.DatasetError as e:
         raise UserError(str(e)) from None
     per_epoch = loader.meta["total_groups"] * loader.meta["mean_puzzle_examples"]
@@ -653,6 +778,10 @@ def run(C, dev, rank, local_rank, world):
         raise UserError(f"global_batch_size {C['global_batch_size']} is larger than the training set of "
                         f"{C['data_dir']} ({per_epoch:.0f} examples per epoch); lower the batch size")
     cfg = model_config(C, loader.meta)
+    differ = [f"{k} {eval_meta[k]} vs {getattr(cfg, k)}" for k in FROM_DATASET if eval_meta[k] != getattr(cfg, k)]
+    if differ:  # checked once here: the forward does not validate batches
+        raise UserError(f"{C['data_dir']}: the {C['eval_split']} split does not fit the train split "
+                        f"({'; '.join(differ)}); rebuild the dataset")
     if C["puzzle_id_ablation"] == "random" and cfg.num_puzzle_identifiers < 2:
         raise UserError(f"puzzle_id_ablation=random: {C['data_dir']} has no puzzle identifiers besides the blank one "
                         f"(only ARC has); use blank or none")
@@ -677,19 +806,14 @@ def run(C, dev, rank, local_rank, world):
     if C["init_from"] == "resume":
         state = load_checkpoint(ckpt_path, C, world)
         check_same_data(state, C, data_fingerprint, ckpt_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if emb_opt:
-            emb_opt.load_state_dict(state["emb_optimizer"])
-        if ema:
-            ema.load_state_dict(state["ema"])
-        loader.load_state_dict(state["loader"])
-        carries = state["carry"] if isinstance(state["carry"], list) else [state["carry"]]  # older: one dict
-        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
-        carry, step = Carry(**carry_to(carries[rank], dev)), state["step"]
-        torch.set_rng_state(rngs[rank]["torch"])
-        if dev.startswith("cuda") and rngs[rank].get("cuda") is not None:
-            torch.cuda.set_rng_state(rngs[rank]["cuda"])
+        if state.get("eval_fingerprint", eval_fingerprint) != eval_fingerprint:
+            print(f"note: the {C['eval_split']} split of {C['data_dir']} is not the one {ckpt_path} was evaluated on")
+        try:
+            carry, step = restore(state, model, opt, emb_opt, ema, loader, rank, dev)
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError, IndexError) as e:
+            raise UserError(f"{ckpt_path} does not hold what train.py writes ({type(e).__name__}: "
+                            f"{str(e).strip().splitlines()[0][:100] if str(e).strip() else ''}); it was left "
+                            f"untouched: start over with --init_from=scratch --out_dir=<new dir>") from None
         if master:
             truncate_jsonl(metrics_path, step)
             print(f"resumed from {ckpt_path} at step {step}")
@@ -707,21 +831,31 @@ def run(C, dev, rank, local_rank, world):
         return (f"{ckpt_path} holds the last good state" if os.path.exists(ckpt_path)
                 else f"no checkpoint was written yet (the first comes at step {C['ckpt_interval']})")
 
-    def checkpoint():
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise UserError(f"weights became non-finite at step {step}; stopped. {last_good()} "
+    def stop_if_bad():
+        """The first step whose loss was not finite, on any rank: read here, at log and checkpoint time
+        only, so that the steps in between never wait for the device."""
+        (first,) = all_min([bad_step], dev, world)
+        if first < NO_BAD_STEP:
+            raise UserError(f"loss is not finite at step {first:.0f}; stopped. {last_good()} "
                             f"(try a lower --lr, or --dtype=float32)")
-        # Every rank's ACT carry and random state, so that a resumed run continues exactly.
+
+    def snapshot():
+        """Everything a resume needs, as of now, copied to the CPU (rank 0; None elsewhere): every rank's
+        ACT carry, random state and unlogged metric sums, so that a resumed run continues exactly."""
         carries = gather_to_rank0(carry_to(vars(carry), "cpu"), world)
         rngs = gather_to_rank0(dict(torch=torch.get_rng_state(),
                                     cuda=torch.cuda.get_rng_state() if dev.startswith("cuda") else None), world)
         log_sums = gather_to_rank0(dict(sums), world)  # each rank's part of the next log line
         if master:
-            save_checkpoint(ckpt_path, dict(
+            return cpu_copy(dict(
                 model=model.state_dict(), optimizer=opt.state_dict(), emb_optimizer=emb_opt and emb_opt.state_dict(),
-                ema=ema and ema.state_dict(), loader=loader.state_dict(), carry=carries, rng=rngs, step=step,
+                ema=ema and ema.state_dict(), loader=loader_state, carry=carries, rng=rngs, step=step,
                 log_sums=log_sums, log_seen=seen, config=C, model_config=dataclasses.asdict(cfg),
-                data_fingerprint=data_fingerprint))
+                data_fingerprint=data_fingerprint, eval_fingerprint=eval_fingerprint))
+
+    def write(state):
+        if master and state is not None:
+            save_checkpoint(ckpt_path, state)
 
     def run_eval(final=False):
         with ema.swapped_in(model) if ema else contextlib.nullcontext():
@@ -760,6 +894,10 @@ def run(C, dev, rank, local_rank, world):
     if C["init_from"] == "resume":
         sums, seen = state["log_sums"], state["log_seen"]
         sums = sums[rank] if isinstance(sums, list) else sums  # older checkpoints: one dict
+    bad_step = torch.full((), NO_BAD_STEP, dtype=torch.float32 if dev == "mps" else torch.float64, device=dev)
+    # A checkpoint taken at step c is written once step c + 1's loss, computed from its weights, is
+    # known to be finite: a checkpoint on disk is one that training could go on from.
+    pending, loader_state = None, loader.state_dict()
     # Ctrl-C asks to stop at the end of the current step, with a checkpoint; a second one stops at once.
     stop = {"asked": False}
 
@@ -769,15 +907,15 @@ def run(C, dev, rank, local_rank, world):
         stop["asked"] = True
         tqdm.write("Ctrl-C: stopping after this step with a checkpoint (press again to stop at once)")
     previous_handler = signal.signal(signal.SIGINT, on_ctrl_c)
+    batches = Prefetcher(loader, dev)  # the next batch is read and copied while this step runs
     try:
         while step < last_step:
-            pass_before = loader.iteration
-            batch = loader.next_batch()
-            if loader.iteration != pass_before and step > 0:  # a pass of eval_interval epochs is over
-                if loader.iteration >= passes:
+            batch, new_pass, next_state = batches.next()
+            if new_pass and step > 0:  # a pass of eval_interval epochs is over
+                if next_state["iteration"] >= passes:
                     break
                 run_eval()
-            batch = to_device(batch, dev)
+            loader_state = next_state
             if carry is None:
                 carry = model.initial_carry(batch)
             step += 1
@@ -788,12 +926,11 @@ def run(C, dev, rank, local_rank, world):
             loss, metrics = act_loss(carry, outputs, cfg.loss_type)
             # The loss sums over this rank's puzzles; DDP averages over ranks, hence world / global batch.
             ((world / C["global_batch_size"]) * loss).backward()
-            out_of_time = bool(C["max_minutes"]) and time.time() - t_start > 60 * C["max_minutes"]
-            # One small collective: every rank stops together on any rank's NaN loss, time limit or Ctrl-C.
-            total_loss, timed_out, interrupted = all_sum([loss.item(), out_of_time, stop["asked"]], dev, world)
-            if not math.isfinite(total_loss):
-                raise UserError(f"loss is {total_loss} at step {step}; stopped. {last_good()} "
-                                f"(try a lower --lr, or --dtype=float32)")
+            bad_step = torch.where(torch.isfinite(loss.detach()) | (bad_step < NO_BAD_STEP), bad_step, step)
+            if pending is not None:  # this step's loss came from the pending checkpoint's weights
+                stop_if_bad()
+                write(pending)
+                pending = None
             opt.step()
             opt.zero_grad(set_to_none=True)
             if emb_opt:
@@ -803,7 +940,9 @@ def run(C, dev, rank, local_rank, world):
             add_into(sums, metrics)
             seen += len(batch["inputs"])
             bar.update(1)
-            if step % C["log_interval"] == 0 or step == last_step:
+            at_log = step % C["log_interval"] == 0 or step == last_step
+            if at_log:
+                stop_if_bad()
                 (seen,) = all_sum([seen], dev, world)
                 rate = seen / (time.time() - t_log)
                 record = dict(iter=step, split="train", lr=lr_at(step, C["lr"], C, total_steps), examples_per_s=rate,
@@ -815,18 +954,25 @@ def run(C, dev, rank, local_rank, world):
                     if C["wandb_log"]:
                         wandb.log({f"train/{k}": v for k, v in record.items()}, step=step)
                 t_log, sums, seen = time.time(), {}, 0
-            if step % C["ckpt_interval"] == 0 or interrupted:
-                checkpoint()
+            timed_out, interrupted = stop_requests(C, t_start, stop, at_log or step % C["ckpt_interval"] == 0,
+                                                   dev, world)
             if interrupted:
+                stop_if_bad()
+                write(snapshot())
                 raise Interrupted(f"interrupted at step {step}; {ckpt_path} holds it")
+            if step % C["ckpt_interval"] == 0:
+                stop_if_bad()
+                pending = snapshot()
             if timed_out:
                 if master:
                     tqdm.write(f"max_minutes={C['max_minutes']} reached at step {step}")
                 break
     finally:
+        batches.close()
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
-    checkpoint()
+    stop_if_bad()
+    write(snapshot())
     result = run_eval(final=True)
     if world > 1:
         dist.barrier()  # rank 0's last receives (the evaluation gather) done before any rank tears down gloo
@@ -836,7 +982,8 @@ def run(C, dev, rank, local_rank, world):
 
 def main(argv):
     where = f" [rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
-    resume = " ".join(["python train.py", *[a for a in argv if not a.startswith("--init_from=")], "--init_from=resume"])
+    resume = " ".join(["python train.py", *[shlex.quote(a) for a in argv if not a.startswith("--init_from=")],
+                       "--init_from=resume"])
     try:
         C = configure(argv)
         train(C)

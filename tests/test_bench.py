@@ -52,7 +52,7 @@ def test_a_shape_that_does_not_fit_is_reported_and_the_next_one_runs(monkeypatch
     def fake(name, batch, device, dtype, compile_, steps):
         if name == "maze":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
-        return 0.5, 0.1, TRMConfig(vocab_size=11, seq_len=81, hidden_size=32, num_heads=2), 1000
+        return 0.5, 0.1, TRMConfig(vocab_size=11, seq_len=81, hidden_size=32, num_heads=2), 1000, {}
     monkeypatch.setattr(bench, "bench_model", fake)
     monkeypatch.setattr(bench.train, "matmul_flops", lambda dtype, device: 1e11)
     monkeypatch.setattr("sys.argv", ["bench.py", "--models=maze,sudoku_mlp", "--device=cpu", "--dtype=float32"])
@@ -60,6 +60,7 @@ def test_a_shape_that_does_not_fit_is_reported_and_the_next_one_runs(monkeypatch
     out = capsys.readouterr().out
     assert "maze (batch 2): does not fit in memory" in out and "Going on" in out
     assert "sudoku_mlp: 0.00M params, batch 16" in out and "train" in out and "inference" in out
+    assert "official" not in out, "no comparison is claimed without timing the official code in this run"
 
 
 @pytest.mark.parametrize("arg, message", [
@@ -69,6 +70,7 @@ def test_a_shape_that_does_not_fit_is_reported_and_the_next_one_runs(monkeypatch
     ("--models=", "--models=: choose from sudoku_mlp"),
     ("--models=sudoku_mlp,mlp", "--models=sudoku_mlp,mlp: unknown mlp; choose from sudoku_mlp"),
     ("--batch=x", "argument --batch: invalid int value: 'x'"),
+    ("--official=/nowhere", "--official=/nowhere: not a checkout of SamsungSAILMontreal/TinyRecursiveModels"),
 ])
 def test_bad_options_are_one_line_before_any_work(arg, message, monkeypatch):
     monkeypatch.setattr(bench, "bench_model", lambda *a: pytest.fail("a model was timed"))
@@ -88,5 +90,18 @@ def test_the_cli_prints_one_line_not_a_traceback():
 def test_the_shapes_config_files_are_found_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(bench, "timed", lambda fn, warmup, steps, device: 0.5)  # the shape, not its speed
-    train_s, infer_s, cfg, params = bench.bench_model("sudoku_mlp", 1, "cpu", "float32", False, 1)
+    train_s, infer_s, cfg, params, _ = bench.bench_model("sudoku_mlp", 1, "cpu", "float32", False, 1)
     assert (cfg.hidden_size, cfg.mlp_t, cfg.seq_len) == (512, True, 81) and params > 1e6
+
+
+def test_the_official_ratio_is_printed_from_both_timings_of_this_run(monkeypatch, capsys):
+    cfg = TRMConfig(vocab_size=11, seq_len=81, hidden_size=32, num_heads=2)
+    monkeypatch.setattr(bench, "bench_model", lambda *a: (0.5, 0.1, cfg, 1000, {}))
+    monkeypatch.setattr(bench, "official_train_seconds", lambda d, c, b, dev, comp, steps: (0.8, "stand-in Adam"))
+    monkeypatch.setattr(bench.train, "matmul_flops", lambda dtype, device: 1e11)
+    monkeypatch.setattr(bench.os.path, "isdir", lambda path: True)
+    monkeypatch.setattr("sys.argv", ["bench.py", "--models=sudoku_mlp", "--device=cpu", "--dtype=float32",
+                                     "--official=/official"])
+    bench.main()
+    assert "official       800.0 ms/step  (stand-in Adam): ours is 1.60x as fast, both timed in this run" in \
+        capsys.readouterr().out

@@ -91,8 +91,8 @@ def test_a_directory_of_user_files_is_never_replaced_even_with_overwrite(tmp_pat
     (home / "out-run").mkdir()
     (home / "out-run" / "ckpt.pt").write_bytes(b"weights")
     before = tree(home)
-    with pytest.raises(DatasetError, match=r"not a dataset written here \(out-run/ckpt\.pt, raw/my_precious\.csv, "
-                                           r"sudoku-easy/.*pick another --out"):
+    with pytest.raises(DatasetError, match=r"not a dataset written here.*\(out-run/, out-run/ckpt\.pt, raw/ and 18 "
+                                           r"more\).*pick another --out"):
         write_tiny(home, GROUPS[:-1], overwrite=overwrite)
     assert tree(home) == before
     assert sorted(os.listdir(tmp_path)) == ["home"]  # no temporary directory left behind
@@ -111,12 +111,44 @@ def test_a_dataset_with_a_file_the_user_added_is_not_ours_to_replace(tmp_path):
         write_tiny(out, GROUPS[:-1], overwrite=True)
 
 
-def test_a_dataset_from_before_the_manifest_can_be_overwritten_if_it_holds_only_format_files(tmp_path):
+@pytest.mark.parametrize("change", ["no manifest", "look-alike arrays", "empty folder", "same-size edit"])
+def test_only_an_unchanged_dataset_with_its_manifest_is_replaced(tmp_path, change):
     out = tmp_path / "d"
     write_tiny(out, GROUPS)
-    (out / "manifest.json").unlink()
+    if change == "no manifest":  # an older version's dataset, or files that merely look like one
+        (out / "manifest.json").unlink()
+    elif change == "look-alike arrays":
+        (out / "exp").mkdir()
+        np.save(out / "exp" / "model__weights.npy", np.zeros(3))
+    elif change == "empty folder":
+        (out / "mykeep" / "inner").mkdir(parents=True)
+    else:
+        data = bytearray((out / "train" / "all__inputs.npy").read_bytes())
+        data[-1] ^= 1
+        (out / "train" / "all__inputs.npy").write_bytes(bytes(data))
+    before = tree(out), sorted(str(p) for p in out.rglob("*"))
+    with pytest.raises(DatasetError, match="not a dataset written here, or were changed since"):
+        write_tiny(out, GROUPS[:-1], overwrite=True)
+    assert (tree(out), sorted(str(p) for p in out.rglob("*"))) == before
+
+
+def test_out_through_a_symlink_writes_where_it_points(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert write_tiny(tmp_path / "link", GROUPS) == "written"
+    assert write_tiny(tmp_path / "link", GROUPS[:-1], overwrite=True) == "written"
+    assert (tmp_path / "link").is_symlink() and load_split(tmp_path / "real", "train")[0]["total_groups"] == 7
+    assert sorted(os.listdir(tmp_path)) == ["link", "real"]
+
+
+def test_a_dataset_a_run_is_reading_is_not_replaced(tmp_path):
+    import dataset
+    out = tmp_path / "d"
+    write_tiny(out, GROUPS)
+    with dataset.reading(out):
+        with pytest.raises(DatasetError, match="a running train.py reads this dataset"):
+            write_tiny(out, GROUPS[:-1], overwrite=True)
     assert write_tiny(out, GROUPS[:-1], overwrite=True) == "written"
-    assert load_split(out, "train")[0]["total_groups"] == 7
 
 
 @pytest.mark.parametrize("where", ["same", "inside"])

@@ -71,9 +71,11 @@ def test_each_rank_keeps_its_own_carry_and_resumes_exactly(two_ranks):
 
 
 def test_a_log_window_split_by_a_stop_is_summed_over_every_rank_on_resume(sudoku4, two_ranks, tmp_path):
-    # max_minutes stops both ranks after step 1, inside the first log window (steps 1-3): each rank's
-    # share of that window is in the checkpoint and comes back to that rank.
-    stopped = torchrun(2, *tiny_run(sudoku4, tmp_path / "o", "--max_steps=8", "--max_minutes=1e-6", *SAME))
+    # max_minutes stops both ranks after step 1 (ranks agree on stopping at log and checkpoint steps,
+    # here every step), inside the first log window (steps 1-3): each rank's share of that window is
+    # in the checkpoint and comes back to that rank.
+    stopped = torchrun(2, *tiny_run(sudoku4, tmp_path / "o", "--max_steps=8", "--max_minutes=1e-6", *SAME,
+                                    "--ckpt_interval=1"))
     assert stopped.returncode == 0 and "reached at step 1" in stopped.stdout + stopped.stderr, stopped.stderr[-2000:]
     rest = torchrun(2, *tiny_run(sudoku4, tmp_path / "o", "--max_steps=8", "--init_from=resume", *SAME))
     assert rest.returncode == 0, rest.stderr[-2000:]

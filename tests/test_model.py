@@ -297,10 +297,10 @@ def test_config_combination_the_official_code_ignores_gets_a_warning():
 def test_bad_batch_raises_a_clear_error(change, message):
     model = tiny_model()
     batch = tiny_batch(model.config)
-    carry = model.initial_carry(batch)
+    model.check_batch(batch)
     change(batch)
     with pytest.raises(ValueError, match=message):
-        model(carry, batch)
+        model.check_batch(batch)
 
 
 def test_paper_parameter_counts():

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,7 +143,7 @@ def test_a_full_disk_at_checkpoint_time_is_one_line_and_leaves_no_temporary_file
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(torch, "save", full)
     msg = error_of(tiny_run(sudoku4, out, "--max_steps=2"))
-    assert "cannot write the checkpoint (No space left on device)" in msg and "was not written" in msg
+    assert "cannot write the checkpoint (No space left on device; is the disk full?)" in msg and "was not written" in msg
     assert not (out / "ckpt.pt").exists() and not (out / "ckpt.pt.tmp").exists()
 
 
@@ -154,7 +155,7 @@ def test_nan_before_the_first_checkpoint_names_no_checkpoint(sudoku4, tmp_path, 
         return loss * float("nan"), metrics
     monkeypatch.setattr(train, "act_loss", poisoned)
     msg = error_of(tiny_run(sudoku4, tmp_path / "o", "--max_steps=4"))
-    assert "loss is nan at step 1" in msg and "no checkpoint was written yet (the first comes at step" in msg
+    assert "loss is not finite at step 1" in msg and "no checkpoint was written yet (the first comes at step" in msg
 
 
 def test_ctrl_c_stops_at_the_end_of_a_step_with_a_checkpoint_and_the_resume_command(sudoku4, tmp_path):
@@ -190,3 +191,72 @@ def test_a_test_split_without_labels_gives_predictions_not_a_zero_score(tmp_path
     final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert final["labelled"] == 0.0 and "exact_accuracy" not in final
     assert sorted(json.loads((out / "submission.json").read_text())) == ["ev0", "ev1", "ev2"]
+
+
+def test_a_corrupt_log_line_before_the_last_is_named_not_dropped(sudoku4, tmp_path):
+    out = tmp_path / "o"
+    train.main(tiny_run(sudoku4, out, "--max_steps=4", "--log_interval=1", "--ckpt_interval=2")[1:])
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    for bad in ('{"iter": 2, "split": "train", CORRUPT', '{"iter": "2", "split": "train"}'):
+        text = "\n".join(lines[:1] + [bad] + lines[1:]) + "\n"
+        (out / "metrics.jsonl").write_text(text)
+        msg = error_of(tiny_run(sudoku4, out, "--max_steps=6", "--log_interval=1", "--init_from=resume"))
+        assert f"{out / 'metrics.jsonl'}:2: not a log record of train.py" in msg
+        assert (out / "metrics.jsonl").read_text() == text, "the log is left as it was"
+
+
+@pytest.mark.parametrize("damage", ["config", "carry", "loader", "step", "model"])
+def test_a_checkpoint_of_plain_data_in_another_layout_is_one_line(sudoku4, tmp_path, damage):
+    out = tmp_path / "o"
+    train.main(tiny_run(sudoku4, out, "--max_steps=2")[1:])
+    state = torch.load(out / "ckpt.pt", weights_only=True)
+    if damage == "config":
+        state["config"] = 5
+    elif damage == "step":
+        state["step"] = "x"
+    elif damage == "model":
+        state["model"] = {}
+    else:
+        del state[damage]
+    torch.save(state, out / "ckpt.pt")
+    msg = error_of(tiny_run(sudoku4, out, "--max_steps=4", "--init_from=resume"))
+    assert "is not a train.py checkpoint" in msg or "does not hold what train.py writes" in msg
+
+
+def test_resume_refuses_a_change_anywhere_in_the_training_arrays(sudoku4, tmp_path):
+    data, out = tmp_path / "data", tmp_path / "o"
+    shutil.copytree(sudoku4, data)
+    train.main(tiny_run(data, out, "--max_steps=2")[1:])
+    inputs = np.load(data / "train" / "all__inputs.npy")
+    inputs[6] = inputs[7]  # a row no sample of 1024 rows would read
+    np.save(data / "train" / "all__inputs.npy", inputs)
+    assert "now holds changed data" in error_of(tiny_run(data, out, "--max_steps=4", "--init_from=resume"))
+
+
+def test_a_scratch_restart_keeps_the_config_beside_its_log(sudoku4, tmp_path):
+    out = tmp_path / "o"
+    train.main(tiny_run(sudoku4, out, "--max_steps=2", "--lr=1e-3")[1:])
+    (out / "ckpt.pt").unlink()
+    train.main(tiny_run(sudoku4, out, "--max_steps=2", "--lr=2e-3")[1:])
+    assert json.loads((out / "config.1.json").read_text())["lr"] == 1e-3
+    assert json.loads((out / "config.json").read_text())["lr"] == 2e-3
+
+
+def test_a_short_write_reported_by_torch_save_is_one_line(sudoku4, tmp_path, monkeypatch):
+    def short(obj, f, *a, **kw):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 486144 vs 486032")
+    monkeypatch.setattr(torch, "save", short)
+    msg = error_of(tiny_run(sudoku4, tmp_path / "o", "--max_steps=2"))
+    assert "cannot write the checkpoint" in msg and "is the disk full?" in msg and "start again" in msg
+    assert not (tmp_path / "o" / "ckpt.pt.tmp").exists()
+
+
+def test_the_printed_resume_command_is_quoted_for_the_shell(monkeypatch):
+    monkeypatch.setattr(train, "configure", lambda argv: dict(train.DEFAULTS, out_dir="my dir"))
+
+    def interrupted(C):
+        raise train.Interrupted("interrupted at step 3; my dir/ckpt.pt holds it")
+    monkeypatch.setattr(train, "train", interrupted)
+    with pytest.raises(SystemExit) as info:
+        train.main(["--out_dir=my dir"])
+    assert str(info.value).endswith("continue with: python train.py '--out_dir=my dir' --init_from=resume")
