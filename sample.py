@@ -594,11 +594,11 @@ def show(task, model, puzzles, names, steps, halt_p, args, device):
     kept = trace(model, puzzles, steps, halt_p, threshold, args.show, bool(args.gif), args.batch_size, device)
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     width = shutil.get_terminal_size((100, 24)).columns
-    trained, solved = model.config.halt_max_steps, 0
+    trained, solved, judged = model.config.halt_max_steps, 0, 0
     for r, name in enumerate(names):
         question, taken, first = puzzles["inputs"][r], int(kept["steps"][r]), int(kept["first_halt"][r]) or None
         ok, words = verdict(task, question, kept["preds"][r], puzzles["labels"][r])
-        solved += bool(ok)
+        solved, judged = solved + bool(ok), judged + (ok is not None)
         rule = f"p(halt) > {args.halt_p[0]:g}"
         halting = f"{rule} first at step {first}" if first else f"never {rule} in {taken} steps"
         if r >= args.show:
@@ -620,7 +620,11 @@ def show(task, model, puzzles, names, steps, halt_p, args, device):
             write_solve_gif(args.gif, task, question, kept["every"], ok, threshold)
             print(f"wrote {args.gif} ({len(kept['every']) + 1} frames)")
     budget = f"at most {steps} steps, adaptive halting" if halt_p else f"{steps} steps"
-    print(f"\n{solved} of {len(names)} solved ({budget})")
+    if judged:
+        print(f"\n{solved} of {judged} solved ({budget})" + (f"; {len(names) - judged} without a known answer"
+                                                             if judged < len(names) else ""))
+    else:
+        print(f"\n{len(names)} answered ({budget}); no known answers or rules to judge them by")
     return kept
 
 
@@ -792,7 +796,11 @@ def sweep(task, model, puzzles, step_counts, args, device, chart):
               f"{1000 * snap['seconds'] / n:.1f} |")
     solved = [sc["exact"] if sc["known"] else sc["valid"] for _, sc, _ in rows]
     times = [t for _, _, t in rows]
-    panels = [("percent solved", [100 * x for x in solved], (0, 100)), ("seconds", times, (0, max(times)))]
+    panels = [("seconds", times, (0, max(times)))]
+    if np.isnan(solved).any():  # no known answers and no rules (e.g. ARC evaluation challenges)
+        print("no known answers or rules to judge the puzzles by: the chart shows time only")
+    else:
+        panels.insert(0, ("percent solved", [100 * x for x in solved], (0, 100)))
     write_file("chart", chart, lambda: plot_sweep(chart, step_counts, panels, mark=trained))  # after the table
     print(f"wrote {chart}")
     return rows

@@ -191,6 +191,12 @@ def test_a_test_split_without_labels_gives_predictions_not_a_zero_score(tmp_path
     final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert final["labelled"] == 0.0 and "exact_accuracy" not in final
     assert sorted(json.loads((out / "submission.json").read_text())) == ["ev0", "ev1", "ev2"]
+    import sample  # and sample.py says the same, without a traceback
+    sample.main([f"--out_dir={out}", "--show=1", "--color=never"])
+    assert "answered (1 steps); no known answers or rules to judge them by" in capsys.readouterr().out
+    sample.main([f"--out_dir={out}", "--sweep=1,2", f"--chart={tmp_path / 'sweep.png'}"])
+    assert "the chart shows time only" in capsys.readouterr().out
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_corrupt_log_line_before_the_last_is_named_not_dropped(sudoku4, tmp_path):
