@@ -460,6 +460,10 @@ def batch_of(rows):
 def test_puzzles(data_dir, split, limit):
     """The first `limit` examples of a split (0 = all), labels and identifiers as training saw them."""
     batches, total = [], 0
+    if os.path.isdir(data_dir) and not os.path.isfile(os.path.join(data_dir, split, "dataset.json")):
+        have = sorted(d for d in os.listdir(data_dir) if os.path.isfile(os.path.join(data_dir, d, "dataset.json")))
+        if have:
+            raise UserError(f"--split={split}: {data_dir} has no such split (it has {', '.join(have)})")
     try:
         for batch, real in dataset.eval_batches(data_dir, split, 1024):
             batches.append({k: v[:real] for k, v in batch.items()})

@@ -352,6 +352,8 @@ def test_every_bad_input_is_one_line(run_dir, tmp_path):
     assert "out_dir 'nowhere' not found" in error_of("--out_dir=nowhere")
     assert f"{tmp_path / 'ckpt.pt'} not found" in error_of(f"--out_dir={tmp_path}")
     assert "--steps=0: must be at least 1" in error_of(*ok, "--steps=0")
+    assert "--split=tset: " in error_of(*ok, "--split=tset") and "has no such split (it has test, train)" in \
+        error_of(*ok, "--split=tset")
     assert "4 cells, a 4x4 Sudoku has 16" in error_of(*ok, "--puzzle=1...")
     assert "81 cells, a 4x4 Sudoku has 16" in error_of(*ok, "--puzzle=" + "." * 81)
     assert "'x' at cell 1" in error_of(*ok, "--puzzle=x" + "." * 15)
