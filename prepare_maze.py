@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dataset import DatasetError, write_dataset
-from prepare_sudoku import InputError, check_overlap, csv_rows, download, hold_out, report_copies
+from prepare_sudoku import InputError, check_overlap, csv_records, download, hold_out, report_copies
 
 CHARSET = "# SGo"  # token = position + 1, as the official build_maze_dataset.py
 PAD, WALL, OPEN, START, GOAL, PATH = range(6)
@@ -440,15 +440,7 @@ def default_min_path(size):
 def read_csv(path, size=HARD_SIZE):
     """Questions and answers as tokens, ratings and file line numbers of a Maze-Hard style CSV.
     Every row is checked; the first bad one raises InputError naming the file, the line and the fix."""
-    reader = csv_rows(path)
-    _, header = next(reader, (0, None))
-    if header is None:
-        raise InputError(f"{path}: the file is empty; fix: point --source at a CSV with the header "
-                         f"{','.join(CSV_HEADER)} and one maze per row")
-    if [h.strip().lower() for h in header] != CSV_HEADER:
-        raise InputError(f"{path}:1: header is {','.join(header)!r}, expected {','.join(CSV_HEADER)!r}; "
-                         f"fix: add or correct the header line")
-    rows = list(reader)
+    rows = list(csv_records(path, "maze"))
     if not rows:
         raise InputError(f"{path}: no mazes after the header; fix: use a CSV with one maze per row")
     return _convert_rows(path, rows, size)

@@ -686,20 +686,26 @@ def csv_rows(path):
         raise InputError(f"{path}: cannot be read ({e.strerror}); fix: give a readable CSV file") from None
 
 
-def read_csv(path, size=9, min_difficulty=None):
-    """Questions and answers as tokens, ratings and file line numbers of a sudoku-extreme style CSV.
-    Every row is checked; the first bad one raises InputError naming the file, the line and the fix."""
-    parts = {"q": [], "a": [], "rating": [], "line": []}
+def csv_records(path, noun):
+    """csv_rows after the header, which must be CSV_HEADER (the sudoku-extreme and Maze-Hard files share
+    it); an empty file or another header is one line naming the fix."""
     reader = csv_rows(path)
     _, header = next(reader, (0, None))
     if header is None:
         raise InputError(f"{path}: the file is empty; fix: point --source at a CSV with the header "
-                         f"{','.join(CSV_HEADER)} and one puzzle per row")
+                         f"{','.join(CSV_HEADER)} and one {noun} per row")
     if [h.strip().lower() for h in header] != CSV_HEADER:
         raise InputError(f"{path}:1: header is {','.join(header)!r}, expected {','.join(CSV_HEADER)!r}; "
                          f"fix: add or correct the header line")
+    return reader
+
+
+def read_csv(path, size=9, min_difficulty=None):
+    """Questions and answers as tokens, ratings and file line numbers of a sudoku-extreme style CSV.
+    Every row is checked; the first bad one raises InputError naming the file, the line and the fix."""
+    parts = {"q": [], "a": [], "rating": [], "line": []}
     rows = []
-    for line, row in reader:
+    for line, row in csv_records(path, "puzzle"):
         rows.append((line, row))
         if len(rows) == 100_000:
             _convert_rows(path, rows, size, parts)
