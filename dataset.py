@@ -17,6 +17,7 @@ ARC uses a compact equivalent, the canvas layout (see "the canvas layout" below)
 import contextlib
 import filecmp
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -39,6 +40,9 @@ BASE_META = ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "
 OPTIONAL_META = ("task", "train_test_overlap")  # ours: "sudoku" | "maze" | "arc"; the count of test examples
 # also in train, kept on request (prepare_*.py --allow_overlap). Official datasets lack both (see task_of).
 CANVAS_META = ("layout", "offsets")  # the canvas layout's: "canvas", and "per_draw" | "fixed" (see below)
+# The tasks: each one's knowledge (its rules, parsing, pictures and scores) lives in its prepare script,
+# behind the same names in all three; train.py and sample.py reach a task only through this table.
+TASKS = {"sudoku": "prepare_sudoku", "maze": "prepare_maze", "arc": "prepare_arc"}
 # How to tell an official dataset's task from its shape: (vocab_size, seq_len) -> task.
 TASK_SHAPES = {(11, 81): "sudoku", (6, 900): "maze", (12, 900): "arc"}
 DERIVED_META = ("total_groups", "mean_puzzle_examples", "total_puzzles", "sets")
@@ -394,8 +398,13 @@ def fingerprint(data_dir, splits):
 
 
 def task_of(meta):
-    """The task a split holds: its "task" key, else recognised by shape; None if unknown."""
+    """The name of the task a split holds: its "task" key, else recognised by shape; None if unknown."""
     return meta.get("task") or TASK_SHAPES.get((meta.get("vocab_size"), meta.get("seq_len")))
+
+
+def task_script(name):
+    """The prepare script (module) of a task named in TASKS."""
+    return importlib.import_module(TASKS[name])
 
 
 def _collate(meta, inputs, labels, identifiers):

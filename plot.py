@@ -1,10 +1,13 @@
-"""Training curves as a PNG with no hard dependency: matplotlib if installed, else a tiny zlib PNG writer.
+"""The pictures, with no hard dependency: training curves and sample.py's sweep chart as PNG (matplotlib
+if installed, else a tiny zlib PNG writer), solve GIFs, and the terminal's side-by-side panels.
+Each prepare script's render_image draws its task's grid in the palette below.
 
     python plot.py out-sudoku-cpu        # (re)draws out-sudoku-cpu/curves.png from metrics.jsonl
 """
 import json
 import math
 import os
+import re
 import struct
 import sys
 import zlib
@@ -25,6 +28,9 @@ GLYPHS = {
     "f": "011010111010010", "_": "000000000000111", "(": "010100100100010", ")": "010001001001010",
 }
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
+# The solve pictures' palette: paper, ink, thin lines, wrong, solved, and the model's own cells.
+PAPER, INK, GREY, RED, GREEN, MODEL_INK = (
+    (255, 255, 255), (20, 20, 20), (170, 170, 170), (205, 30, 30), (30, 140, 50), (30, 90, 200))
 
 
 def write_png(path, rgb):
@@ -218,6 +224,56 @@ def write_gif(path, frames, delays, loop=0):
             bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\x00")
     out.append(b"\x3b")
     write_atomic(path, b"".join(out))
+
+
+def write_solve_gif(path, parts):
+    """parts: (grid picture, title, footer, footer colour) a frame: the question, then one per step;
+    the first frame shows a little longer and the last stays. Raises OSError as write_gif."""
+    height = max(grid.shape[0] for grid, *_ in parts)  # ARC answers change shape: pad all to one size
+    texts = [text for _, title, footer, _ in parts for text in (title, footer)]
+    width = max([grid.shape[1] for grid, *_ in parts] + [8 * len(text) for text in texts]) + 28  # 4 px a glyph
+    frames = [framed(np.pad(grid, ((0, height - grid.shape[0]), (0, 0), (0, 0)), constant_values=255),
+                     title, footer, colour, width) for grid, title, footer, colour in parts]
+    write_gif(path, frames, [120] + [80] * (len(frames) - 2) + [300])
+
+
+def framed(grid, title, footer, footer_colour, width):
+    """A GIF frame: a title above the grid picture, a footer below, on a canvas `width` wide."""
+    margin, top = 14, 34
+    h, w, _ = grid.shape
+    img = np.full((top + h + 40, max(width, w + 2 * margin), 3), PAPER, np.uint8)
+    img[top - 1:top + h + 1, margin - 1:margin + w + 1] = GREY  # a thin border: open cells meet the paper
+    img[top:top + h, margin:margin + w] = grid
+    draw_text(img, margin, 10, title, INK, scale=2)
+    draw_text(img, margin, top + h + 14, footer, footer_colour, scale=2)
+    return img
+
+
+ANSI_CODE = re.compile(r"\033\[[0-9;]*m")
+
+
+def side_by_side(panels, width, gap=4):
+    """Text panels (header lines, text maybe with colour codes) in rows that fit the terminal's width."""
+    def visible(line):
+        return len(ANSI_CODE.sub("", line))
+
+    blocks, row, used = [], [], 0
+    for head, text in panels:
+        lines = head + text.splitlines()
+        cols = max(visible(line) for line in lines)
+        if row and used + gap + cols > width:
+            blocks.append(row)
+            row, used = [], 0
+        used += cols + (gap if row else 0)
+        row.append((lines, cols))
+    blocks.append(row)
+    out = []
+    for row in blocks:
+        height = max(len(lines) for lines, _ in row)
+        out.append("\n".join((" " * gap).join(
+            (lines[k] if k < len(lines) else "") + " " * (cols - visible(lines[k] if k < len(lines) else ""))
+            for lines, cols in row).rstrip() for k in range(height)))
+    return "\n\n".join(out)
 
 
 def lzw_encode(pixels, min_code_size):

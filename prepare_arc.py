@@ -17,6 +17,7 @@ augment_grid / invert_grid, identifier names, render, load_task, and score (voti
 import argparse
 import glob
 import json
+import math
 import os
 import time
 import zlib
@@ -24,7 +25,8 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
-from dataset import Canvas, DatasetError, FIELDS, TrainLoader, load_split, read_text, write_dataset
+import plot
+from dataset import IGNORE_LABEL_ID, Canvas, DatasetError, FIELDS, TrainLoader, load_split, read_text, write_dataset
 
 SIDE = 30  # the canvas; ARC grids are at most 30x30 (--canvas makes a smaller one for small CPU runs)
 PAD, EOS, COLOUR0 = 0, 1, 2  # tokens; colour c is token c + 2
@@ -358,6 +360,85 @@ def load_task(path_or_id, source=DEFAULT_SOURCE, subsets=None):
         if path_or_id in tasks:
             return dict(tasks[path_or_id], id=path_or_id, subset=name)
     raise InputError(f"task {path_or_id}: not a file, and not found in {source} (subsets {' '.join(names)})")
+
+
+# ============================================================================ the task interface
+# What sample.py and train.py call, under the same names in every prepare script (score and
+# SCORE_FIELDS below). `shape` is what puzzle_shape returns for a model: its canvas side and dataset.
+
+SOLVED_WORDS = ""  # ARC has no rule to check an answer by, only the known output when a task has one
+COLOURS = [(0, 0, 0), (0, 116, 217), (255, 65, 54), (46, 204, 64), (255, 220, 0), (170, 170, 170),
+           (240, 18, 190), (255, 133, 27), (127, 219, 255), (135, 12, 37)]  # ARC's own palette, 0-9
+
+
+def puzzle_shape(vocab_size, seq_len, data_dir):
+    """The canvas side (30 in the paper, smaller for CPU runs) and the dataset holding the tasks'
+    identifiers: a puzzle is answered only for a task the model trained on."""
+    return dict(side=math.isqrt(seq_len), data_dir=data_dir)
+
+
+def looks_like(text):
+    return text.endswith(".json")
+
+
+def parse_puzzle(path, where, shape):
+    """A task JSON file (or a task id found in the default source) -> one row per test input:
+    (name, question canvas, known output canvas or None, the task's puzzle identifier)."""
+    task = load_task(path)  # through dataset.read_text: a BOM dropped, other encodings one line
+    names = trained_identifiers(shape["data_dir"])
+    own = identifier_name(task["id"], 0, IDENTITY)  # the task's unaugmented identifier
+    if own not in names:
+        raise InputError(f"{where}: task {task['id']} is not among the {len(names)} tasks this checkpoint "
+                         f"learned ({shape['data_dir']}/identifiers.json); TRM answers only tasks it trained on")
+    rows, side = [], shape["side"]
+    for i, (question, answer) in enumerate(task["test"]):
+        too_big = [g.shape for g in (question, answer) if g is not None and max(g.shape) > side]
+        if too_big:
+            raise InputError(f"{where}: test {i} has a {too_big[0][0]}x{too_big[0][1]} grid, larger than this "
+                             f"checkpoint's {side}x{side} canvas")
+        label = None if answer is None else to_canvas(answer, side=side).astype(np.int32)
+        if label is not None:
+            label[label == PAD] = IGNORE_LABEL_ID  # as the dataset's ignore_label_id
+        rows.append((f"{where} test {i}", to_canvas(question, side=side), label, names.index(own)))
+    return rows
+
+
+def read_puzzle_file(path, shape):
+    return parse_puzzle(path, path, shape)
+
+
+def trained_identifiers(data_dir):
+    path = os.path.join(data_dir, "identifiers.json")
+    if not os.path.isfile(path):
+        raise InputError(f"{path} not found; an ARC puzzle needs the dataset the checkpoint trained on (--data_dir)")
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); rebuild the "
+                         f"dataset with prepare_arc.py") from None
+
+
+def check(questions, preds, shape):
+    return None  # no rule: verdicts compare with the known output
+
+
+def explain(question, pred, shape):
+    return ""
+
+
+def describe_puzzle(question, shape):
+    return "{}x{} input".format(*crop(question).shape)
+
+
+def render_text(pred, question, prev, shape, color):
+    return render(crop(pred), color=color)
+
+
+def render_image(pred, question, prev, shape):
+    grid = crop(pred)
+    cell = max(4, min(20, 300 // max(1, *grid.shape)))
+    return np.kron(np.array(COLOURS, np.uint8)[grid], np.ones((cell, cell, 1), np.uint8)) if grid.size \
+        else np.full((cell, cell, 3), plot.PAPER, np.uint8)
 
 
 # ============================================================================ augmentation (spec section 7)

@@ -23,7 +23,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from dataset import DatasetError, write_dataset
+import plot
+from dataset import DatasetError, read_text, write_dataset
 from prepare_sudoku import InputError, check_overlap, csv_records, download, hold_out, report_copies
 
 CHARSET = "# SGo"  # token = position + 1, as the official build_maze_dataset.py
@@ -333,6 +334,68 @@ def _check_shape(lines, path, size):
                          f"characters; fix: give {expected} (write open cells at the end of a row as '.')")
     if size is not None and height != size:
         raise InputError(f"{path}: the maze is {height}x{height}; fix: give {expected}")
+
+
+# ============================================================================ the task interface
+# What sample.py and train.py call, under the same names in every prepare script (score and
+# SCORE_FIELDS above). `size` is what puzzle_shape returns for a model: mazes are size x size.
+
+SOLVED_WORDS = "a shortest path from S to G"
+
+
+def puzzle_shape(vocab_size, seq_len, data_dir=None):
+    return math.isqrt(seq_len)
+
+
+def looks_like(text):
+    """True when typed text reads as a maze: walls, open cells and S (ARC ids and Sudoku grids do not)."""
+    return set(text) <= set("#SGo. \t\r\n") and "S" in text
+
+
+def parse_puzzle(text, where, size):
+    """A drawn maze -> [(where, question tokens, None)]; a drawn path ('o') is taken out of the question."""
+    tokens = parse_maze(text, path=where)
+    if len(tokens) != size * size:
+        side = math.isqrt(len(tokens))
+        raise InputError(f"{where}: a {side}x{side} maze; this checkpoint solves {size}x{size} mazes")
+    return [(where, np.where(tokens == PATH, OPEN, tokens).astype(np.uint8), None)]
+
+
+def read_puzzle_file(path, size):
+    """One maze drawn in a file, or a Maze-Hard CSV (source,question,answer,rating): one puzzle a row."""
+    text = read_text(path)
+    if not text.lstrip().lower().startswith("source,question"):
+        return parse_puzzle(text, path, size)
+    d = read_csv(path, size)
+    return [(f"{path}:{line}", q, a) for line, q, a in zip(d["line"].tolist(), d["q"], d["a"])]
+
+
+def check(questions, preds, size):
+    return check_paths(questions, preds, size)[1]
+
+
+def explain(question, pred, size):
+    return explain_path(question, pred, size) or SOLVED_WORDS
+
+
+def describe_puzzle(question, size):
+    return f"{size}x{size} maze"
+
+
+def render_text(pred, question, prev, size, color):
+    return render(pred, size, question=question, color=color)
+
+
+def render_image(pred, question, prev, size):
+    """Walls dark, S green, G red, the path blue (orange where it changed since the last step)."""
+    cell = max(3, min(24, 320 // size))
+    colours = np.array([plot.PAPER, (60, 60, 60), plot.PAPER, plot.GREEN, plot.RED, plot.MODEL_INK,
+                        (240, 140, 20)], np.uint8)
+    pred = np.asarray(pred).reshape(-1).astype(np.intp)
+    index = np.where(pred < len(colours) - 1, pred, 0)
+    if prev is not None:
+        index = np.where((pred == PATH) & (np.asarray(prev).reshape(-1) != pred), len(colours) - 1, index)
+    return np.kron(colours[index].reshape(size, size, 3), np.ones((cell, cell, 1), np.uint8))
 
 
 # ============================================================================ generator

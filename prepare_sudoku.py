@@ -12,6 +12,7 @@ import argparse
 import csv
 import functools
 import itertools
+import math
 import multiprocessing
 import os
 import random
@@ -25,6 +26,7 @@ import urllib.request
 import numpy as np
 from tqdm import tqdm
 
+import plot
 from dataset import DatasetError, read_text, write_dataset
 
 BOX_SHAPES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # box rows x box columns
@@ -98,6 +100,17 @@ def is_valid_solution(question_tokens, answer_tokens, size):
                               np.asarray(answer_tokens).reshape(1, -1), size)[0])
 
 
+def repeats(tokens, size):
+    """(3*size, size) bool, one row per row, column and box (as units): True where that unit's cell
+    holds a digit that occurs in the unit again. Blanks never repeat."""
+    cells = np.asarray(tokens).reshape(-1)[units(size)]
+    return (cells >= 2) & ((cells[:, :, None] == cells[:, None, :]).sum(2) > 1)
+
+
+def _unit_name(i, size):
+    return f"{('row', 'column', 'box')[i // size]} {i % size + 1}"
+
+
 def explain_answer(question, answer, size):
     """Why an answer is not a valid solution of its question, in words (for error messages)."""
     digits = np.asarray(answer).astype(np.int64) - 1
@@ -106,16 +119,14 @@ def explain_answer(question, answer, size):
     changed = (np.asarray(question) != BLANK) & (np.asarray(question) != np.asarray(answer))
     if changed.any():
         return f"answer changes the given at cell {int(np.argmax(changed)) + 1}"
-    for i, unit in enumerate(units(size)):
-        if len(set(digits[unit].tolist())) != size:
-            kind = ("row", "column", "box")[i // size]
-            return f"answer repeats a digit in {kind} {i % size + 1}"
+    repeated = repeats(answer, size).any(1)
+    if repeated.any():
+        return f"answer repeats a digit in {_unit_name(int(np.argmax(repeated)), size)}"
     return "answer is valid"
 
 
-def render(tokens, size, question=None, answer=None, color=False):
-    """A grid as text with box rules; with color, givens are bold and filled cells green (right) or red."""
-    tokens = np.asarray(tokens).reshape(-1)
+def render(tokens, size):
+    """A grid as text with box rules, '.' for blanks (parse_puzzle reads it back)."""
     br, bc = BOX_SHAPES[size]
     text = decode_grid(tokens, size)
     rule = "-+-".join("-" * (2 * bc - 1) for _ in range(size // bc))
@@ -123,21 +134,167 @@ def render(tokens, size, question=None, answer=None, color=False):
     for r in range(size):
         if r and r % br == 0:
             lines.append(rule)
-        stacks = [" ".join(_paint(text[r * size + c], r * size + c, tokens, question, answer, color)
-                           for c in range(s, s + bc)) for s in range(0, size, bc)]
-        lines.append(" | ".join(stacks))
+        lines.append(" | ".join(" ".join(text[r * size + s:r * size + s + bc]) for s in range(0, size, bc)))
     return "\n".join(lines)
 
 
-def _paint(char, i, tokens, question, answer, color):
-    if not color or char == ".":
-        return char
-    if question is not None and np.asarray(question).reshape(-1)[i] != BLANK:
-        return f"\033[1m{char}\033[0m"
-    if answer is not None:
-        ok = np.asarray(answer).reshape(-1)[i] == tokens[i]
-        return f"\033[{32 if ok else 31}m{char}\033[0m"
-    return f"\033[36m{char}\033[0m"
+# ============================================================================ the task interface
+# What sample.py and train.py call, under the same names in every prepare script (dataset.TASKS maps a
+# task to its script). `size` is what puzzle_shape returns for a model: the grid is size x size.
+
+SOLVED_WORDS = "the rules hold and the givens are kept"
+SCORE_FIELDS = ()  # train.py's exact accuracy is the score: a valid answer keeping the givens is the answer
+score = None
+BOX_RULES = str.maketrans("", "", " \t\r\n|-+")  # a printed grid's rules, ignored when a grid is typed in
+
+
+def sudoku_size(seq_len):
+    size = math.isqrt(seq_len)
+    return size if size * size == seq_len and size in BOX_SHAPES else None
+
+
+def puzzle_shape(vocab_size, seq_len, data_dir=None):
+    """The grid size a model of this shape solves; InputError if it is no Sudoku."""
+    size = sudoku_size(seq_len)
+    if size is None or vocab_size != size + 2:
+        raise InputError(f"the checkpoint's shape (vocab_size={vocab_size}, seq_len={seq_len}) is no Sudoku this "
+                         f"code knows (4x4, 6x6, 9x9: vocab size + 2, seq_len size*size)")
+    return size
+
+
+def looks_like(text):
+    """True when typed text reads as a Sudoku grid (ARC task ids can be all digits too: 00576224)."""
+    return set(text) <= set("0123456789.|-+ \t\r\n") and sudoku_size(len(text.translate(BOX_RULES))) is not None
+
+
+def parse_puzzle(text, where, size):
+    """A typed grid -> [(where, question tokens, None)]; wrong length, stray characters and givens that
+    break the rules are refused."""
+    return [(where, parse_question(text, size, where), None)]
+
+
+def parse_question(text, size, where):
+    tokens = parse_cells(text, size, where)
+    repeated = repeats(tokens, size)
+    if repeated.any():
+        unit = int(np.argmax(repeated.any(1)))
+        digit = int(np.asarray(tokens).reshape(-1)[units(size)[unit]][repeated[unit]].min()) - 1
+        raise InputError(f"{where}: breaks the rules as given: digit {digit} twice in {_unit_name(unit, size)}; "
+                         f"fix the givens")
+    return tokens
+
+
+def parse_cells(text, size, where):
+    cells = text.translate(BOX_RULES)
+    if len(cells) != size * size:
+        raise InputError(f"{where}: {len(cells)} cells, a {size}x{size} Sudoku has {size * size}; write the grid "
+                         f"row by row with '.' or '0' for a blank")
+    bad = [c for c in cells if c not in ".0" + "123456789"[:size]]
+    if bad:
+        raise InputError(f"{where}: {bad[0]!r} at cell {cells.index(bad[0]) + 1} is not a blank ('.' or '0') "
+                         f"or a digit 1-{size}")
+    return encode_grid(cells.replace("0", "."), size)
+
+
+def read_puzzle_file(path, size):
+    """One puzzle a line, `question` or `question,answer`; a CSV header line (sudoku-extreme's
+    source,question,answer,rating) picks its columns. Blank lines and # comments are skipped."""
+    rows, columns = [], (0, 1)
+    lines = read_text(path).splitlines()  # a BOM dropped; bytes not UTF-8: one line naming the offset
+    for n, line in enumerate(lines, 1):
+        fields = [s.strip() for s in line.split(",")]
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if "question" in fields:
+            columns = (fields.index("question"), fields.index("answer") if "answer" in fields else None)
+            continue
+        where = f"{path}:{n}"
+        if columns[0] >= len(fields):
+            raise InputError(f"{where}: no question column (the header puts it in column {columns[0] + 1}); "
+                             f"fix the line or the header")
+        question = parse_question(fields[columns[0]], size, where)
+        answer = fields[columns[1]] if columns[1] is not None and columns[1] < len(fields) else ""
+        rows.append((where, question, parse_answer(answer, question, size, where) if answer else None))
+    if not rows:
+        raise InputError(f"{path}: no puzzles in it; write one grid a line (question, or question,answer)")
+    return rows
+
+
+def parse_answer(text, question, size, where):
+    answer = parse_cells(text, size, where + " (answer)")
+    if not is_valid_solution(question, answer, size):
+        raise InputError(f"{where}: the answer given is not a solution ({explain_answer(question, answer, size)}); "
+                         f"fix it or leave it out")
+    return answer
+
+
+def check(questions, preds, size):
+    """Per puzzle: a full grid, each digit once per row, column and box, the givens kept."""
+    return valid_answers(questions, preds, size)
+
+
+def explain(question, pred, size):
+    return explain_answer(question, pred, size)
+
+
+def describe_puzzle(question, size):
+    return f"{int((np.asarray(question) != BLANK).sum())} givens"
+
+
+def conflicts(tokens, size):
+    """Per cell: its digit repeats in one of its units (drawn red: wrong whatever the answer)."""
+    bad = np.zeros(size * size, bool)
+    bad[units(size)[repeats(tokens, size)]] = True
+    return bad
+
+
+DIM, CHANGED, CONFLICT, FILLED, RESET = "\033[2m", "\033[1;30;43m", "\033[1;31m", "\033[36m", "\033[0m"
+
+
+def render_text(pred, question, prev, size, color):
+    """render's layout, each cell painted: givens dim, cells changed since the last step highlighted,
+    digits repeated in a row, column or box red."""
+    text = render(pred, size)
+    if not color:
+        return text
+    question, pred = np.asarray(question).reshape(-1), np.asarray(pred).reshape(-1)
+    bad = conflicts(pred, size)
+    styles = [DIM if question[i] != BLANK else CHANGED if prev is not None and prev[i] != pred[i]
+              else CONFLICT if bad[i] else FILLED for i in range(size * size)]
+    out, cell = [], 0
+    for char in text:  # the cells are the characters that are not box rules; blanks stay plain
+        if char in " |-+\n":
+            out.append(char)
+            continue
+        out.append(char if char == "." else f"{styles[cell]}{char}{RESET}")
+        cell += 1
+    return "".join(out)
+
+
+GIVEN_BG, GIVEN_INK, CHANGED_BG = (225, 225, 225), (90, 90, 90), (255, 230, 120)
+
+
+def render_image(pred, question, prev, size):
+    """The grid as an image: givens on grey, cells changed since the last step on yellow, repeats in red."""
+    cell = 30
+    img = np.full((size * cell + 1, size * cell + 1, 3), plot.PAPER, np.uint8)
+    question, pred = np.asarray(question).reshape(-1), np.asarray(pred).reshape(-1)
+    bad, text = conflicts(pred, size), decode_grid(pred, size)
+    for i in range(size * size):
+        y, x = (i // size) * cell, (i % size) * cell
+        given, changed = question[i] != BLANK, prev is not None and prev[i] != pred[i]
+        img[y:y + cell, x:x + cell] = GIVEN_BG if given else CHANGED_BG if changed else plot.PAPER
+        ink = GIVEN_INK if given else plot.RED if bad[i] else plot.MODEL_INK
+        if text[i] != ".":
+            plot.draw_text(img, x + (cell - 9) // 2, y + (cell - 15) // 2, text[i] if text[i] != "?" else "-", ink,
+                           scale=3)
+    br, bc = BOX_SHAPES[size]
+    for k in range(size + 1):  # thin cell lines, thick box lines
+        for axis, box in ((0, br), (1, bc)):
+            lo, hi = (k * cell - 1, k * cell + 1) if k % box == 0 else (k * cell, k * cell + 1)
+            index = (slice(max(lo, 0), hi), slice(None)) if axis == 0 else (slice(None), slice(max(lo, 0), hi))
+            img[index] = plot.INK if k % box == 0 else plot.GREY
+    return img
 
 
 # ============================================================================ augmentation (spec section 7)

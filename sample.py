@@ -17,10 +17,8 @@ row, column and box, the givens kept), so a puzzle without a known answer still 
 """
 import argparse
 import dataclasses
-import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -30,299 +28,13 @@ import torch
 from tqdm import tqdm
 
 import dataset
-import prepare_sudoku as sudoku
 import train
 from dataset import IGNORE_LABEL_ID, DatasetError
+from prepare_sudoku import InputError
 from model import TRM, Carry, TRMConfig, load_official_state_dict, official_to_ours
-from plot import draw_text, plot_sweep, write_gif
+import plot
 
 UserError = train.UserError  # one-line messages, printed without a traceback
-
-
-# ----------------------------------------------------------------------------------------------
-# Sudoku: reading a puzzle, checking an answer, showing a step (the rules live in prepare_sudoku.py)
-
-BOX_RULES = str.maketrans("", "", " \t\r\n|-+")
-
-
-def sudoku_size(seq_len):
-    size = math.isqrt(seq_len)
-    return size if size * size == seq_len and size in sudoku.BOX_SHAPES else None
-
-
-def parse_sudoku(text, size, where):
-    """A typed grid -> tokens; wrong length, stray characters and givens that break the rules are refused."""
-    tokens = sudoku_cells(text, size, where)
-    clash = sudoku_clash(tokens, size)
-    if clash:
-        raise UserError(f"{where}: breaks the rules as given: {clash}; fix the givens")
-    return tokens
-
-
-def sudoku_cells(text, size, where):
-    cells = text.translate(BOX_RULES)
-    if len(cells) != size * size:
-        raise UserError(f"{where}: {len(cells)} cells, a {size}x{size} Sudoku has {size * size}; write the grid "
-                        f"row by row with '.' or '0' for a blank")
-    bad = [c for c in cells if c not in ".0" + "123456789"[:size]]
-    if bad:
-        raise UserError(f"{where}: {bad[0]!r} at cell {cells.index(bad[0]) + 1} is not a blank ('.' or '0') "
-                        f"or a digit 1-{size}")
-    return sudoku.encode_grid(cells.replace("0", "."), size)
-
-
-def sudoku_clash(tokens, size):
-    """'digit 5 twice in row 1' when the givens already repeat a digit in a row, column or box."""
-    for i, unit in enumerate(sudoku.units(size)):
-        digits = [int(t) - 1 for t in np.asarray(tokens)[unit] if t != sudoku.BLANK]
-        repeated = sorted({d for d in digits if digits.count(d) > 1})
-        if repeated:
-            return f"digit {repeated[0]} twice in {('row', 'column', 'box')[i // size]} {i % size + 1}"
-    return None
-
-
-def read_sudoku_file(path, size):
-    """One puzzle a line, `question` or `question,answer`; a CSV header line (sudoku-extreme's
-    source,question,answer,rating) picks its columns. Blank lines and # comments are skipped."""
-    rows, columns = [], (0, 1)
-    lines = dataset.read_text(path).splitlines()  # a BOM dropped; bytes not UTF-8: one line naming the offset
-    for n, line in enumerate(lines, 1):
-        fields = [s.strip() for s in line.split(",")]
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if "question" in fields:
-            columns = (fields.index("question"), fields.index("answer") if "answer" in fields else None)
-            continue
-        where = f"{path}:{n}"
-        if columns[0] >= len(fields):
-            raise UserError(f"{where}: no question column (the header puts it in column {columns[0] + 1}); "
-                            f"fix the line or the header")
-        question = parse_sudoku(fields[columns[0]], size, where)
-        answer = fields[columns[1]] if columns[1] is not None and columns[1] < len(fields) else ""
-        rows.append((where, question, parse_sudoku_answer(answer, question, size, where) if answer else None))
-    if not rows:
-        raise UserError(f"{path}: no puzzles in it; write one grid a line (question, or question,answer)")
-    return rows
-
-
-def parse_sudoku_answer(text, question, size, where):
-    answer = sudoku_cells(text, size, where + " (answer)")
-    if not sudoku.is_valid_solution(question, answer, size):
-        why = sudoku.explain_answer(question, answer, size)
-        raise UserError(f"{where}: the answer given is not a solution ({why}); fix it or leave it out")
-    return answer
-
-
-def sudoku_check(questions, preds, size):
-    """Per puzzle: a full grid, each digit once per row, column and box, the givens kept."""
-    return sudoku.valid_answers(questions, preds, size)
-
-
-def sudoku_explain(question, pred, size):
-    return sudoku.explain_answer(question, pred, size)
-
-
-def sudoku_conflicts(tokens, size):
-    """Cells whose digit repeats in one of their units (drawn red: wrong whatever the answer)."""
-    tokens = np.asarray(tokens).reshape(-1)
-    bad = np.zeros(size * size, bool)
-    for unit in sudoku.units(size):
-        values = tokens[unit]
-        for i, cell in enumerate(unit):
-            bad[cell] |= values[i] >= 2 and int((values == values[i]).sum()) > 1
-    return bad
-
-
-DIM, CHANGED, CONFLICT, FILLED, RESET = "\033[2m", "\033[1;30;43m", "\033[1;31m", "\033[36m", "\033[0m"
-
-
-def show_sudoku(pred, question, prev, size, color):
-    """prepare_sudoku.render's layout, each cell painted: givens dim, cells changed since the last
-    step highlighted, digits repeated in a row, column or box red."""
-    text = sudoku.render(pred, size)
-    if not color:
-        return text
-    question, pred = np.asarray(question).reshape(-1), np.asarray(pred).reshape(-1)
-    conflicts = sudoku_conflicts(pred, size)
-    styles = [DIM if question[i] != sudoku.BLANK else CHANGED if prev is not None and prev[i] != pred[i]
-              else CONFLICT if conflicts[i] else FILLED for i in range(size * size)]
-    out, cell = [], 0
-    for char in text:  # the cells are the characters that are not box rules; blanks stay plain
-        if char in " |-+\n":
-            out.append(char)
-            continue
-        out.append(char if char == "." else f"{styles[cell]}{char}{RESET}")
-        cell += 1
-    return "".join(out)
-
-
-PAPER, INK, GIVEN_BG, GIVEN_INK, CHANGED_BG, RED, GREEN, GREY = (
-    (255, 255, 255), (20, 20, 20), (225, 225, 225), (90, 90, 90), (255, 230, 120), (205, 30, 30), (30, 140, 50),
-    (170, 170, 170))
-MODEL_INK = (30, 90, 200)
-
-
-def sudoku_picture(pred, question, prev, size):
-    """The grid as an image: givens on grey, cells changed since the last step on yellow, repeats in red."""
-    cell = 30
-    img = np.full((size * cell + 1, size * cell + 1, 3), PAPER, np.uint8)
-    question, pred = np.asarray(question).reshape(-1), np.asarray(pred).reshape(-1)
-    conflicts = sudoku_conflicts(pred, size)
-    text = sudoku.decode_grid(pred, size)
-    for i in range(size * size):
-        y, x = (i // size) * cell, (i % size) * cell
-        given, changed = question[i] != sudoku.BLANK, prev is not None and prev[i] != pred[i]
-        img[y:y + cell, x:x + cell] = GIVEN_BG if given else CHANGED_BG if changed else PAPER
-        ink = GIVEN_INK if given else RED if conflicts[i] else MODEL_INK
-        if text[i] != ".":
-            draw_text(img, x + (cell - 9) // 2, y + (cell - 15) // 2, text[i] if text[i] != "?" else "-", ink, scale=3)
-    br, bc = sudoku.BOX_SHAPES[size]
-    for k in range(size + 1):  # thin cell lines, thick box lines
-        for axis, box in ((0, br), (1, bc)):
-            lo, hi = (k * cell - 1, k * cell + 1) if k % box == 0 else (k * cell, k * cell + 1)
-            index = (slice(max(lo, 0), hi), slice(None)) if axis == 0 else (slice(None), slice(max(lo, 0), hi))
-            img[index] = INK if k % box == 0 else GREY
-    return img
-
-
-def framed(grid, title, footer, footer_colour, width):
-    """A GIF frame: a title above the grid picture, a footer below, on a canvas `width` wide."""
-    margin, top = 14, 34
-    h, w, _ = grid.shape
-    img = np.full((top + h + 40, max(width, w + 2 * margin), 3), PAPER, np.uint8)
-    img[top - 1:top + h + 1, margin - 1:margin + w + 1] = GREY  # a thin border: open cells meet the paper
-    img[top:top + h, margin:margin + w] = grid
-    draw_text(img, margin, 10, title, INK, scale=2)
-    draw_text(img, margin, top + h + 14, footer, footer_colour, scale=2)
-    return img
-
-
-def sudoku_task(cfg, data_dir):
-    size = sudoku_size(cfg.seq_len)
-    if size is None or cfg.vocab_size != size + 2:
-        raise UserError(f"the checkpoint's shape (vocab_size={cfg.vocab_size}, seq_len={cfg.seq_len}) is no Sudoku "
-                        f"this code knows (4x4, 6x6, 9x9: vocab size + 2, seq_len size*size)")
-    return dict(name="sudoku", solved_words="the rules hold and the givens are kept",
-                parse=lambda text, where: [(where, parse_sudoku(text, size, where), None)],
-                read_file=lambda path: read_sudoku_file(path, size),
-                check=lambda q, p: sudoku_check(q, p, size),
-                explain=lambda q, p: sudoku_explain(q, p, size),
-                show=lambda p, q, prev, color: show_sudoku(p, q, prev, size, color),
-                picture=lambda p, q, prev: sudoku_picture(p, q, prev, size),
-                describe=lambda q: f"{int((np.asarray(q) != sudoku.BLANK).sum())} givens")
-
-
-def maze_task(cfg, data_dir):
-    """Mazes through prepare_maze.py: '#' wall, ' ' or '.' open, S, G; solved = a shortest S-G path."""
-    import prepare_maze as maze
-    size = math.isqrt(cfg.seq_len)
-
-    def parse(text, where):
-        tokens = maze.parse_maze(text, path=where)
-        if len(tokens) != cfg.seq_len:
-            raise UserError(f"{where}: a {math.isqrt(len(tokens))}x{math.isqrt(len(tokens))} maze; this checkpoint "
-                            f"solves {size}x{size} mazes")
-        return [(where, np.where(tokens == maze.PATH, maze.OPEN, tokens).astype(np.uint8), None)]
-
-    def read_file(path):
-        text = dataset.read_text(path)
-        if not text.lstrip().lower().startswith("source,question"):
-            return parse(text, path)  # one maze, drawn
-        d = maze.read_csv(path, size)
-        return [(f"{path}:{line}", q, a) for line, q, a in zip(d["line"].tolist(), d["q"], d["a"])]
-
-    return dict(name="maze", solved_words="a shortest path from S to G", parse=parse, read_file=read_file,
-                check=lambda q, p: maze.check_paths(q, p, size)[1],
-                explain=lambda q, p: maze.explain_path(q, p, size) or "a shortest path from S to G",
-                show=lambda p, q, prev, color: maze.render(p, size, question=q, color=color),
-                picture=lambda p, q, prev: maze_picture(p, prev, size, maze),
-                describe=lambda q: f"{size}x{size} maze")
-
-
-def maze_picture(pred, prev, size, maze):
-    """Walls dark, S green, G red, the path blue (orange where it changed since the last step)."""
-    cell = max(3, min(24, 320 // size))
-    colours = np.array([PAPER, (60, 60, 60), PAPER, GREEN, RED, MODEL_INK, (240, 140, 20)], np.uint8)
-    pred = np.asarray(pred).reshape(-1).astype(np.intp)
-    index = np.where(pred < len(colours) - 1, pred, 0)
-    if prev is not None:
-        index = np.where((pred == maze.PATH) & (np.asarray(prev).reshape(-1) != pred), len(colours) - 1, index)
-    return np.kron(colours[index].reshape(size, size, 3), np.ones((cell, cell, 1), np.uint8))
-
-
-ARC_COLOURS = [(0, 0, 0), (0, 116, 217), (255, 65, 54), (46, 204, 64), (255, 220, 0), (170, 170, 170),
-               (240, 18, 190), (255, 133, 27), (127, 219, 255), (135, 12, 37)]  # ARC's own palette, 0-9
-
-
-def arc_task(cfg, data_dir):
-    """ARC through prepare_arc.py: a task JSON gives one puzzle per test input; the answer is the
-    cropped grid; there is no rule to check, only the known output when the task has one."""
-    import prepare_arc as arc
-    side = math.isqrt(cfg.seq_len)  # the canvas: 30x30 in the paper, smaller for CPU runs
-
-    def parse(text, where):
-        try:
-            task = arc.load_task(text)  # through dataset.read_text: a BOM dropped, other encodings one line
-        except arc.InputError as e:
-            raise UserError(str(e)) from None
-        names = arc_identifiers(data_dir)
-        own = arc.identifier_name(task["id"], 0, arc.IDENTITY)  # the task's unaugmented identifier
-        if own not in names:
-            raise UserError(f"{where}: task {task['id']} is not among the {len(names)} tasks this checkpoint "
-                            f"learned ({data_dir}/identifiers.json); TRM answers only tasks it trained on")
-        rows = []
-        for i, (question, answer) in enumerate(task["test"]):
-            too_big = [g.shape for g in (question, answer) if g is not None and max(g.shape) > side]
-            if too_big:
-                raise UserError(f"{where}: test {i} has a {too_big[0][0]}x{too_big[0][1]} grid, larger than this "
-                                f"checkpoint's {side}x{side} canvas")
-            label = None if answer is None else arc.to_canvas(answer, side=side).astype(np.int32)
-            if label is not None:
-                label[label == arc.PAD] = IGNORE_LABEL_ID  # as the dataset's ignore_label_id
-            rows.append((f"{where} test {i}", arc.to_canvas(question, side=side), label, names.index(own)))
-        return rows
-
-    def show(pred, question, prev, color):
-        return arc.render(arc.crop(pred), color=color)
-
-    def picture(pred, question, prev):
-        grid = arc.crop(pred)
-        cell = max(4, min(20, 300 // max(1, *grid.shape)))
-        return np.kron(np.array(ARC_COLOURS, np.uint8)[grid], np.ones((cell, cell, 1), np.uint8)) if grid.size \
-            else np.full((cell, cell, 3), PAPER, np.uint8)
-
-    return dict(name="arc", solved_words="", parse=parse, read_file=lambda path: parse(path, path),
-                check=lambda q, p: None, explain=lambda q, p: "", show=show, picture=picture,
-                describe=lambda q: "{}x{} input".format(*arc.crop(q).shape))
-
-
-def arc_identifiers(data_dir):
-    path = os.path.join(data_dir, "identifiers.json")
-    if not os.path.isfile(path):
-        raise UserError(f"{path} not found; an ARC puzzle needs the dataset the checkpoint trained on (--data_dir)")
-    try:
-        return json.loads(dataset.read_text(path))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); rebuild the "
-                        f"dataset with prepare_arc.py") from None
-
-
-# Each task: a function of (model config, data_dir) giving its parse / read_file / check / explain / show /
-# picture / describe functions (sudoku_task shows what each takes). parse and read_file return rows
-# (name, question tokens, answer tokens or None[, puzzle identifier]); check returns None where no rule exists.
-TASKS = {"sudoku": sudoku_task, "maze": maze_task, "arc": arc_task}
-
-
-def looks_like(text):
-    """The task a typed puzzle seems to be, to catch a puzzle given to another task's checkpoint."""
-    if text.endswith(".json"):
-        return "arc"
-    chars = set(text)
-    if chars <= set("#SGo. \t\r\n") and "S" in chars:
-        return "maze"
-    if chars <= set("0123456789.|-+ \t\r\n") and sudoku_size(len(text.translate(BOX_RULES))):
-        return "sudoku"  # (ARC task ids can be all digits too: 00576224)
-    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,27 +120,35 @@ def split_meta(data_dir, split="test"):
         return None
 
 
-def task_of(cfg, data_dir, split):
-    """The checkpoint's task: from its dataset's metadata when at hand, else from the model's shape."""
+def checkpoint_task(cfg, data_dir, split):
+    """(the task's name, its prepare script, the puzzle shape the checkpoint solves): the task from its
+    dataset's metadata when at hand, else from the model's shape."""
     meta = split_meta(data_dir, split)
     if meta and (meta["vocab_size"], meta["seq_len"]) != (cfg.vocab_size, cfg.seq_len):
         raise UserError(f"{data_dir} holds vocab_size={meta['vocab_size']}, seq_len={meta['seq_len']} but the "
                         f"checkpoint was trained on vocab_size={cfg.vocab_size}, seq_len={cfg.seq_len}; "
                         f"pass --data_dir=<its dataset>")
     name = dataset.task_of(meta or {}) or dataset.task_of(dict(vocab_size=cfg.vocab_size, seq_len=cfg.seq_len))
-    if name is None and sudoku_size(cfg.seq_len) and cfg.vocab_size == sudoku_size(cfg.seq_len) + 2:
+    size = dataset.task_script("sudoku").sudoku_size(cfg.seq_len)
+    if name is None and size and cfg.vocab_size == size + 2:
         name = "sudoku"  # 4x4 and 6x6 Sudoku have no official shape to recognise
-    if name not in TASKS:
+    if name not in dataset.TASKS:
         raise UserError(f"the checkpoint's task {name or 'unknown'!r} has no support in sample.py yet "
-                        f"(supported: {', '.join(TASKS)})")
-    return TASKS[name](cfg, data_dir)
+                        f"(supported: {', '.join(dataset.TASKS)})")
+    task = dataset.task_script(name)
+    return name, task, task.puzzle_shape(cfg.vocab_size, cfg.seq_len, data_dir)
+
+
+def looks_like(text):
+    """The task a typed puzzle seems to be, to catch a puzzle given to another task's checkpoint."""
+    return next((name for name in dataset.TASKS if dataset.task_script(name).looks_like(text)), None)
 
 
 # ----------------------------------------------------------------------------------------------
 # Puzzles: a batch of numpy arrays plus a name per row
 
 
-def user_puzzles(task, args, ckpt_task):
+def user_puzzles(task, shape, args, ckpt_task):
     """--puzzle (a string, or a file for tasks whose puzzles are files) or --puzzle_file."""
     if args.puzzle is not None:
         text, where = args.puzzle, "--puzzle"
@@ -440,11 +160,11 @@ def user_puzzles(task, args, ckpt_task):
         if guess and guess != ckpt_task:
             raise UserError(f"--puzzle looks like a {guess} puzzle but the checkpoint solves {ckpt_task}; "
                             f"pass a {guess} checkpoint (--out_dir=...)")
-        rows = task["parse"](text, where)
+        rows = task.parse_puzzle(text, where, shape)
     else:
         if not os.path.isfile(args.puzzle_file):
             raise UserError(f"--puzzle_file={args.puzzle_file}: file not found")
-        rows = task["read_file"](args.puzzle_file)
+        rows = task.read_puzzle_file(args.puzzle_file, shape)
     return batch_of(rows)
 
 
@@ -550,14 +270,14 @@ def solve_set(model, puzzles, steps, halt_p, batch_size, device, snapshots=(), d
     return dict(out, seconds=seconds, snapshots=snap)
 
 
-def score(task, puzzles, preds):
+def score(task, shape, puzzles, preds):
     """exact (vs the known answer, over puzzles that have one), valid (by the rules), cell accuracy."""
     labels = puzzles["labels"]
     known = (labels != IGNORE_LABEL_ID).any(1)
     supervised = labels != IGNORE_LABEL_ID
     exact = ((preds == labels) | ~supervised).all(1)
     cells = ((preds == labels) & supervised).sum(1) / np.maximum(supervised.sum(1), 1)
-    valid = task["check"](puzzles["inputs"], preds)
+    valid = task.check(puzzles["inputs"], preds, shape)
     return dict(exact=exact[known].mean() if known.any() else float("nan"),
                 cells=cells[known].mean() if known.any() else float("nan"),
                 valid=float(np.mean(valid)) if valid is not None else float("nan"), known=int(known.sum()))
@@ -571,17 +291,17 @@ def sigmoid(x):
     return 1 / (1 + math.exp(-x))
 
 
-def verdict(task, question, pred, label):
+def verdict(task, shape, question, pred, label):
     """(solved, words): by the rules where the task has them, else against the known answer (None: unknown)."""
     known = label is not None and bool((label != IGNORE_LABEL_ID).any())
     matches = known and bool(((pred == label) | (label == IGNORE_LABEL_ID)).all())
-    valid = task["check"](question[None], pred[None])
+    valid = task.check(question[None], pred[None], shape)
     if valid is None:
         return (matches if known else None), ("matches the known answer" if matches else
                                               "differs from the known answer" if known else "no rule to check it by")
     if not valid[0]:
-        return False, task["explain"](question, pred)
-    words = task["solved_words"]
+        return False, task.explain(question, pred, shape)
+    words = task.SOLVED_WORDS
     if known:
         words += ", matches the known answer" if matches else \
             f", but differs from the known answer in {int((pred != label).sum())} cells"
@@ -592,7 +312,7 @@ def outcome(ok):
     return "solved" if ok else "not solved" if ok is False else "answered"
 
 
-def show(task, model, puzzles, names, steps, halt_p, args, device):
+def show(task, shape, model, puzzles, names, steps, halt_p, args, device):
     """Solve every puzzle, print the first args.show step by step and the rest one line each; GIF of the first."""
     threshold = halt_logit(args.halt_p[0])  # what "halt" means in the display, adaptive or not
     kept = trace(model, puzzles, steps, halt_p, threshold, args.show, bool(args.gif), args.batch_size, device)
@@ -601,27 +321,27 @@ def show(task, model, puzzles, names, steps, halt_p, args, device):
     trained, solved, judged = model.config.halt_max_steps, 0, 0
     for r, name in enumerate(names):
         question, taken, first = puzzles["inputs"][r], int(kept["steps"][r]), int(kept["first_halt"][r]) or None
-        ok, words = verdict(task, question, kept["preds"][r], puzzles["labels"][r])
+        ok, words = verdict(task, shape, question, kept["preds"][r], puzzles["labels"][r])
         solved, judged = solved + bool(ok), judged + (ok is not None)
         rule = f"p(halt) > {args.halt_p[0]:g}"
         halting = f"{rule} first at step {first}" if first else f"never {rule} in {taken} steps"
         if r >= args.show:
             print(f"{name}: {outcome(ok)} after {taken} steps ({words}; {halting})")
             continue
-        print(f"\n{name}, {task['describe'](question)}: {taken} supervision steps" +
+        print(f"\n{name}, {task.describe_puzzle(question, shape)}: {taken} supervision steps" +
               (f" (trained with {trained})" if steps != trained else "") + (f", stop at {rule}" if halt_p else ""))
-        panels, prev = [(["question", ""], task["show"](question, question, None, color))], None
+        panels, prev = [(["question", ""], task.render_text(question, question, None, shape, color))], None
         for run in kept["runs"][r]:
             changed = f", {int((run['pred'] != prev).sum())} changed" if prev is not None else ""
             p_halt = sorted({f"{sigmoid(run['low']):.2f}", f"{sigmoid(run['high']):.2f}"}, key=float)
             span = f"step {run['first']}" if run["first"] == run["last"] else f"steps {run['first']}-{run['last']}"
             head = [span + changed, f"p(halt) {'-'.join(p_halt)} {'halt' if run['q'] > threshold else 'go on'}"]
-            panels.append((head, task["show"](run["pred"], question, prev, color)))
+            panels.append((head, task.render_text(run["pred"], question, prev, shape, color)))
             prev = run["pred"]
-        print(side_by_side(panels, width))
+        print(plot.side_by_side(panels, width))
         print(f"{outcome(ok)}: {words}; {halting}")
         if r == 0 and args.gif:
-            write_solve_gif(args.gif, task, question, kept["every"], ok, threshold)
+            write_solve_gif(args.gif, task, shape, question, kept["every"], ok, threshold)
             print(f"wrote {args.gif} ({len(kept['every']) + 1} frames)")
     budget = f"at most {steps} steps, adaptive halting" if halt_p else f"{steps} steps"
     if judged:
@@ -682,49 +402,19 @@ def add_step(runs, step, pred, q, threshold):
         runs.append(dict(first=step, last=step, pred=pred, q=q, low=q, high=q))
 
 
-ANSI_CODE = re.compile(r"\033\[[0-9;]*m")
-
-
-def side_by_side(panels, width, gap=4):
-    """Panels (header lines, text maybe with colour codes) in rows that fit the terminal's width."""
-    def visible(line):
-        return len(ANSI_CODE.sub("", line))
-
-    blocks, row, used = [], [], 0
-    for head, text in panels:
-        lines = head + text.splitlines()
-        cols = max(visible(line) for line in lines)
-        if row and used + gap + cols > width:
-            blocks.append(row)
-            row, used = [], 0
-        used += cols + (gap if row else 0)
-        row.append((lines, cols))
-    blocks.append(row)
-    out = []
-    for row in blocks:
-        height = max(len(lines) for lines, _ in row)
-        out.append("\n".join((" " * gap).join(
-            (lines[k] if k < len(lines) else "") + " " * (cols - visible(lines[k] if k < len(lines) else ""))
-            for lines, cols in row).rstrip() for k in range(height)))
-    return "\n\n".join(out)
-
-
-def write_solve_gif(path, task, question, steps_seen, ok, threshold):
-    """One frame for the question, one per supervision step; the last one stays longer."""
-    parts = [(task["picture"](question, question, None), "question", "", INK)]
+def write_solve_gif(path, task, shape, question, steps_seen, ok, threshold):
+    """One frame for the question, one per supervision step, its p(halt) below; the last says solved or not."""
+    parts = [(task.render_image(question, question, None, shape), "question", "", plot.INK)]
     prev = question
     for i, (step, pred, q) in enumerate(steps_seen):
-        footer, colour = f"p(halt) {sigmoid(q):.2f} {'halt' if q > threshold else 'go on'}", INK
+        footer, colour = f"p(halt) {sigmoid(q):.2f} {'halt' if q > threshold else 'go on'}", plot.INK
         if i == len(steps_seen) - 1 and ok is not None:
-            footer, colour = ("solved" if ok else "not solved") + f"  p(halt) {sigmoid(q):.2f}", GREEN if ok else RED
-        parts.append((task["picture"](pred, question, prev), f"step {step} of {len(steps_seen)}", footer, colour))
+            footer = ("solved" if ok else "not solved") + f"  p(halt) {sigmoid(q):.2f}"
+            colour = plot.GREEN if ok else plot.RED
+        parts.append((task.render_image(pred, question, prev, shape), f"step {step} of {len(steps_seen)}", footer,
+                      colour))
         prev = pred
-    height = max(grid.shape[0] for grid, *_ in parts)  # ARC answers change shape: pad all to one size
-    texts = [text for _, title, footer, _ in parts for text in (title, footer)]
-    width = max([grid.shape[1] for grid, *_ in parts] + [8 * len(text) for text in texts]) + 28  # 4 px a glyph
-    frames = [framed(np.pad(grid, ((0, height - grid.shape[0]), (0, 0), (0, 0)), constant_values=255),
-                     title, footer, colour, width) for grid, title, footer, colour in parts]
-    write_file("gif", path, lambda: write_gif(path, frames, [120] + [80] * (len(frames) - 2) + [300]))
+    write_file("gif", path, lambda: plot.write_solve_gif(path, parts))
 
 
 def write_file(option, path, write):
@@ -736,7 +426,7 @@ def write_file(option, path, write):
         raise UserError(f"--{option}={path}: cannot write ({e.strerror or e}); pick a writable path") from None
 
 
-def evaluate(task, model, puzzles, steps, args, device):
+def evaluate(task, shape, model, puzzles, steps, args, device):
     """Every puzzle of the set with fixed steps and, for --halt=adaptive, with early exit at each
     --halt_p too. The runs alternate batch by batch, in an order rotated each batch, so that other
     jobs on a busy machine slow each alike."""
@@ -762,7 +452,7 @@ def evaluate(task, model, puzzles, steps, args, device):
     print("|---|---|---|---|---|---|---|")
     fixed_time = float(np.median(results[None]["seconds"]))
     for halt_p, r in results.items():
-        r.update(score(task, puzzles, r["preds"]), time=float(np.median(r["seconds"])))
+        r.update(score(task, shape, puzzles, r["preds"]), time=float(np.median(r["seconds"])))
         name = f"fixed {steps} steps" if halt_p is None else \
             f"adaptive: p(halt) > {halt_p:g}" + (" (q_halt > 0)" if halt_p == 0.5 else "") + f", at most {steps}"
         print(f"| {name} | {r['steps'].mean():.2f} | {', '.join(f'{t:.1f}' for t in r['seconds'])} | "
@@ -779,7 +469,7 @@ def fmt(x):
     return "-" if x != x else f"{100 * x:.1f}%"
 
 
-def sweep(task, model, puzzles, step_counts, args, device, chart):
+def sweep(task, shape, model, puzzles, step_counts, args, device, chart):
     """One run to the largest step count, predictions and time read off at each count asked for:
     the same numbers as separate runs (a step does not depend on the limit), for a fraction of the time."""
     r = solve_set(model, puzzles, max(step_counts), None, args.batch_size, device, snapshots=step_counts,
@@ -792,7 +482,7 @@ def sweep(task, model, puzzles, step_counts, args, device, chart):
     rows = []
     for s in step_counts:
         snap = r["snapshots"][s]
-        sc = score(task, puzzles, snap["preds"])
+        sc = score(task, shape, puzzles, snap["preds"])
         rows.append((s, sc, snap["seconds"]))
         mark = " (trained)" if s == trained else ""
         print(f"| {s}{mark} | {fmt(sc['exact'])} | {fmt(sc['valid'])} | {fmt(sc['cells'])} | "
@@ -805,7 +495,7 @@ def sweep(task, model, puzzles, step_counts, args, device, chart):
         print("no known answers or rules to judge the puzzles by: the chart shows time only")
     else:
         panels.insert(0, ("percent solved", [100 * x for x in solved], (0, 100)))
-    write_file("chart", chart, lambda: plot_sweep(chart, step_counts, panels, mark=trained))  # after the table
+    write_file("chart", chart, lambda: plot.plot_sweep(chart, step_counts, panels, mark=trained))  # after the table
     print(f"wrote {chart}")
     return rows
 
@@ -901,9 +591,9 @@ def run(args):
     else:
         model, C = load_run(args.out_dir, device, args.dtype)
     data_dir = args.data_dir or C["data_dir"]
-    task = task_of(model.config, data_dir, args.split)
+    name, task, shape = checkpoint_task(model.config, data_dir, args.split)
     if args.puzzle is not None or args.puzzle_file:
-        puzzles, names = user_puzzles(task, args, task["name"])
+        puzzles, names = user_puzzles(task, shape, args, name)
     else:
         shown = args.num_puzzles or max(args.show, 1)
         puzzles, names = test_puzzles(data_dir, args.split, args.num_puzzles if args.eval or args.sweep else shown)
@@ -915,16 +605,17 @@ def run(args):
     if args.sweep:
         chart = args.chart or os.path.join(os.path.dirname(args.official_ckpt) if args.official_ckpt else args.out_dir,
                                            "sweep.png")
-        return sweep(task, model, puzzles, args.sweep, args, device, chart)
+        return sweep(task, shape, model, puzzles, args.sweep, args, device, chart)
     if args.eval:
-        return evaluate(task, model, puzzles, steps, args, device)
-    return show(task, model, puzzles, names, steps, args.halt_p[0] if args.halt == "adaptive" else None, args, device)
+        return evaluate(task, shape, model, puzzles, steps, args, device)
+    return show(task, shape, model, puzzles, names, steps, args.halt_p[0] if args.halt == "adaptive" else None, args,
+                device)
 
 
 def main(argv=None):
     try:
         run(parse_args(sys.argv[1:] if argv is None else argv))
-    except (UserError, sudoku.InputError, DatasetError) as e:
+    except (UserError, InputError, DatasetError) as e:
         sys.exit(f"sample.py: {e}")
     except KeyboardInterrupt:
         sys.exit("sample.py: interrupted")

@@ -14,7 +14,6 @@ import dataclasses
 import datetime
 import difflib
 import functools
-import importlib
 import json
 import math
 import os
@@ -440,18 +439,12 @@ def add_into(sums, metrics):
         sums[k] = sums.get(k, 0) + v.detach().to(torch.float64)
 
 
-# Tasks whose prepare script scores predictions beyond exact accuracy, with
-# score(data_dir, split, records, out_dir) -> {metric: float}; records hold every evaluated example.
-SCORERS = {"maze": "prepare_maze", "arc": "prepare_arc"}
-
-
 def task_scorer(meta):
-    """(score(data_dir, split, records, out_dir), the record fields it reads), or (None, ())."""
-    module = SCORERS.get(dataset.task_of(meta))
-    if module is None:
-        return None, ()
-    module = importlib.import_module(module)
-    return module.score, module.SCORE_FIELDS
+    """The split's task's score(data_dir, split, records, out_dir) -> {metric: float} over every
+    evaluated example, and the record fields it reads; (None, ()) where exact accuracy says it all."""
+    name = dataset.task_of(meta)
+    script = dataset.task_script(name) if name in dataset.TASKS else None
+    return (script.score, script.SCORE_FIELDS) if script is not None and script.score else (None, ())
 
 
 @torch.inference_mode()

@@ -1,8 +1,8 @@
-"""model.py replays the official TRM code's outputs (../shared/fixtures, float64) within 1e-5.
+"""model.py replays the official TRM code's outputs (tests/fixtures, float64) within 1e-5.
 
 Each fixture holds official weights, a batch, four training-mode supervision steps (carry, logits,
 q-values, loss, metrics), the first step's gradients, an eval rollout, one sign-SGD step and a
-stable-max check. See ../shared/fixtures/README.md for the exact call sequence replayed here."""
+stable-max check. tests/fixtures/README.md says what they hold and how the official code made them."""
 from pathlib import Path
 
 import pytest
@@ -10,12 +10,10 @@ import torch
 
 import model as M
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VARIANTS = ["mlp_t", "attn_rope", "attn_learned_qcont"]
 TOL = dict(rtol=1e-5, atol=1e-5)
 
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"{FIXTURES} is absent (the shared fixtures "
-                                "sit beside the repository in the team checkout)")
 
 
 def load(variant):

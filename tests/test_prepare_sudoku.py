@@ -3,6 +3,7 @@ train/test overlap."""
 import itertools
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -64,15 +65,18 @@ def test_rule_check_accepts_solutions_and_rejects_broken_ones(easy):
     assert "repeats" in ps.explain_answer(np.full(81, ps.BLANK), swapped, 9)
 
 
-def test_render_draws_boxes_and_colours_right_and_wrong_cells(easy):
+def test_render_draws_boxes_and_render_text_colours_givens_changes_and_repeats(easy):
     q, a, _ = easy
     plain = ps.render(q[0], 9)
     assert plain.count("\n") == 10 and "-+-" in plain and "\033" not in plain
+    assert ps.render_text(q[0], q[0], None, 9, color=False) == plain
     wrong = a[0].copy()
     blank = int(np.argmax(q[0] == ps.BLANK))
     wrong[blank] = 2 if wrong[blank] != 2 else 3
-    coloured = ps.render(wrong, 9, question=q[0], answer=a[0], color=True)
-    assert coloured.count("\033[31m") == 1 and "\033[1m" in coloured
+    coloured = ps.render_text(wrong, q[0], a[0], 9, color=True)  # one cell changed since the solution
+    assert coloured.count(ps.CHANGED) == 1 and coloured.count(ps.DIM) == int((q[0] != ps.BLANK).sum())
+    assert re.sub(r"\033\[[0-9;]*m", "", coloured) == ps.render(wrong, 9)
+    assert ps.conflicts(wrong, 9)[blank] and not ps.conflicts(a[0], 9).any(), "the changed digit now repeats"
 
 
 # ---------------------------------------------------------------------------- augmentation

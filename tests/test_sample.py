@@ -79,10 +79,10 @@ def random_batch(n, seed=0):
 # ------------------------------------------------------------------------------ puzzles and rules
 
 def test_a_typed_grid_and_its_printed_form_parse_to_the_same_tokens():
-    tokens = sample.parse_sudoku(QUESTION, 4, "--puzzle")
+    tokens = sudoku.parse_question(QUESTION, 4, "--puzzle")
     assert sudoku.decode_grid(tokens, 4) == QUESTION.replace("\n", "")
-    assert np.array_equal(sample.parse_sudoku(QUESTION.replace(".", "0"), 4, "x"), tokens)
-    assert np.array_equal(sample.parse_sudoku(sudoku.render(tokens, 4), 4, "x"), tokens), "a printed grid pastes back"
+    assert np.array_equal(sudoku.parse_question(QUESTION.replace(".", "0"), 4, "x"), tokens)
+    assert np.array_equal(sudoku.parse_question(sudoku.render(tokens, 4), 4, "x"), tokens), "a printed grid pastes back"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -94,27 +94,27 @@ def test_a_typed_grid_and_its_printed_form_parse_to_the_same_tokens():
     ("3..." + ".3.." + "." * 8, "digit 3 twice in box 1"),
 ])
 def test_bad_puzzles_are_refused_naming_the_problem(text, message):
-    with pytest.raises(train.UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        sample.parse_sudoku(text, 4, "--puzzle")
+    with pytest.raises(sudoku.InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        sudoku.parse_question(text, 4, "--puzzle")
 
 
 def test_puzzle_file_lines_answers_and_csv_header(tmp_path):
     plain = tmp_path / "mine.txt"
     plain.write_text(f"# my puzzles\n{QUESTION.replace(chr(10), '')}\n\n{'.' * 16},{ANSWER}\n")
-    rows = sample.read_sudoku_file(plain, 4)
+    rows = sudoku.read_puzzle_file(plain, 4)
     assert [w for w, _, _ in rows] == [f"{plain}:2", f"{plain}:4"]
     assert rows[0][2] is None and sudoku.decode_grid(rows[1][2], 4) == ANSWER
     csv = tmp_path / "x.csv"
     csv.write_text(f"source,question,answer,rating\nme,{QUESTION.replace(chr(10), '')},{ANSWER},0\n")
-    assert sudoku.decode_grid(sample.read_sudoku_file(csv, 4)[0][2], 4) == ANSWER
+    assert sudoku.decode_grid(sudoku.read_puzzle_file(csv, 4)[0][2], 4) == ANSWER
     short = tmp_path / "short.csv"
     short.write_text(f"source,question,answer,rating\n{QUESTION.replace(chr(10), '')}\n")
-    with pytest.raises(train.UserError, match=f"{short}:2: no question column"):
-        sample.read_sudoku_file(short, 4)
+    with pytest.raises(sudoku.InputError, match=f"{short}:2: no question column"):
+        sudoku.read_puzzle_file(short, 4)
     wrong = tmp_path / "wrong.txt"
     wrong.write_text(f"{QUESTION.replace(chr(10), '')},{ANSWER[:-2]}34\n")
-    with pytest.raises(train.UserError, match=f"{wrong}:1: the answer given is not a solution"):
-        sample.read_sudoku_file(wrong, 4)
+    with pytest.raises(sudoku.InputError, match=f"{wrong}:1: the answer given is not a solution"):
+        sudoku.read_puzzle_file(wrong, 4)
 
 
 def test_puzzle_files_with_a_bom_are_read_and_bytes_not_utf8_are_one_line(tmp_path):
@@ -122,55 +122,55 @@ def test_puzzle_files_with_a_bom_are_read_and_bytes_not_utf8_are_one_line(tmp_pa
     refused naming the byte (not 17 cells, not a UnicodeDecodeError)."""
     bom = tmp_path / "bom.txt"
     bom.write_bytes(b"\xef\xbb\xbf" + QUESTION.replace("\n", "").encode() + b"\n")
-    (_, tokens, _), = sample.read_sudoku_file(bom, 4)
+    (_, tokens, _), = sudoku.read_puzzle_file(bom, 4)
     assert sudoku.decode_grid(tokens, 4) == QUESTION.replace("\n", "")
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes(b"# caf\xe9\n" + QUESTION.replace("\n", "").encode() + b"\n")
     with pytest.raises(DatasetError, match=f"{latin1}: byte 5 \\(0xe9\\) is not UTF-8"):
-        sample.read_sudoku_file(latin1, 4)
-    maze = sample.maze_task(TRMConfig(vocab_size=6, seq_len=25), None)
+        sudoku.read_puzzle_file(latin1, 4)
+    maze = pytest.importorskip("prepare_maze")
     (tmp_path / "m.txt").write_bytes(b"\xef\xbb\xbf" + MAZE.encode())
-    (_, question, _), = maze["read_file"](str(tmp_path / "m.txt"))
-    assert np.array_equal(question, maze["parse"](MAZE, "m")[0][1])
+    (_, question, _), = maze.read_puzzle_file(str(tmp_path / "m.txt"), 5)
+    assert np.array_equal(question, maze.parse_puzzle(MAZE, "m", 5)[0][1])
     (tmp_path / "m.txt").write_bytes(MAZE.encode().replace(b"#", b"\x80", 1))
     with pytest.raises(DatasetError, match="byte 6 \\(0x80\\) is not UTF-8"):
-        maze["read_file"](str(tmp_path / "m.txt"))
+        maze.read_puzzle_file(str(tmp_path / "m.txt"), 5)
 
 
 def test_an_arc_task_file_with_a_bom_is_read_and_bad_bytes_are_one_line(tmp_path):
-    pytest.importorskip("prepare_arc")
+    arc = pytest.importorskip("prepare_arc")
     (tmp_path / "identifiers.json").write_text(json.dumps(["<blank>", "abc123"]))
-    task = sample.arc_task(TRMConfig(vocab_size=12, seq_len=100), str(tmp_path))
+    shape = arc.puzzle_shape(12, 100, str(tmp_path))
     raw = json.dumps(dict(train=[dict(input=[[1, 2]], output=[[2, 1]])], test=[dict(input=[[3, 4]])]))
     path = tmp_path / "abc123.json"
     path.write_bytes(b"\xef\xbb\xbf" + raw.encode())
-    (name, question, label, identifier), = task["read_file"](str(path))
+    (name, question, label, identifier), = arc.read_puzzle_file(str(path), shape)
     assert (name, label, identifier) == (f"{path} test 0", None, 1)
     assert question.reshape(10, 10)[0, :3].tolist() == [5, 6, 1], "colours 3 4 as tokens, then the end of the row"
     path.write_bytes(raw.encode().replace(b"train", b"tr\xffin"))
-    with pytest.raises(train.UserError, match=f"{path}: byte 4 \\(0xff\\) is not UTF-8"):
-        task["read_file"](str(path))
+    with pytest.raises(arc.InputError, match=f"{path}: byte 4 \\(0xff\\) is not UTF-8"):
+        arc.read_puzzle_file(str(path), shape)
     (tmp_path / "identifiers.json").write_bytes(b'["<blank>", "abc')
     path.write_bytes(raw.encode())
-    with pytest.raises(train.UserError, match="identifiers.json: not valid JSON"):
-        task["read_file"](str(path))
+    with pytest.raises(arc.InputError, match="identifiers.json: not valid JSON"):
+        arc.read_puzzle_file(str(path), shape)
 
 
 def test_rule_check_solved_without_a_label_and_the_reasons_it_fails():
-    question = sample.parse_sudoku(QUESTION, 4, "q")
+    question = sudoku.parse_question(QUESTION, 4, "q")
     answer = sudoku.encode_grid(ANSWER, 4)
     unknown = np.full(16, sample.IGNORE_LABEL_ID)
-    assert sample.verdict(sample.sudoku_task(TRMConfig(vocab_size=6, seq_len=16), None), question, answer, unknown) == \
+    assert sample.verdict(sudoku, sudoku.puzzle_shape(6, 16), question, answer, unknown) == \
         (True, "the rules hold and the givens are kept")
     swapped = answer.copy()
     swapped[[1, 2]] = swapped[[2, 1]]  # still a permutation per row, but columns now repeat
     changed_given = sudoku.encode_grid("2" + ANSWER[1:], 4)
-    assert sample.sudoku_check(np.stack([question] * 3), np.stack([answer, swapped, changed_given]), 4).tolist() == \
+    assert sudoku.check(np.stack([question] * 3), np.stack([answer, swapped, changed_given]), 4).tolist() == \
         [True, False, False]
-    assert "repeats a digit in column" in sample.sudoku_explain(question, swapped, 4)
-    assert "changes the given at cell 1" in sample.sudoku_explain(question, changed_given, 4)
+    assert "repeats a digit in column" in sudoku.explain(question, swapped, 4)
+    assert "changes the given at cell 1" in sudoku.explain(question, changed_given, 4)
     # Rows 1-2 of columns 2 and 3 now hold the same digit twice (and so does box 1 in column 2).
-    assert np.flatnonzero(sample.sudoku_conflicts(swapped, 4)).tolist() == [1, 2, 5, 6]
+    assert np.flatnonzero(sudoku.conflicts(swapped, 4)).tolist() == [1, 2, 5, 6]
 
 
 # ------------------------------------------------------------------------------ inference
@@ -292,7 +292,7 @@ def test_a_typed_puzzle_is_solved_step_by_step_with_colour_and_a_gif(run_dir, tm
     out = sample_main(capsys, f"--out_dir={run_dir}", f"--puzzle={QUESTION}", f"--gif={gif}", "--color=always",
                       "--steps=5")
     assert "--puzzle, 4 givens: 5 supervision steps (trained with 3)" in out
-    assert "step 1" in out and "p(halt)" in out and sample.DIM in out, "givens dimmed"
+    assert "step 1" in out and "p(halt)" in out and sudoku.DIM in out, "givens dimmed"
     assert ("solved: the rules hold" in out) or ("not solved:" in out)
     frames, delays = read_gif(gif.read_bytes())
     assert len(frames) == 6 and len(delays) == 6, "the question, then one frame per supervision step"
@@ -525,10 +525,9 @@ def fake_run(tmp_path, task, vocab_size, seq_len):
 
 def test_maze_puzzles_are_read_checked_and_drawn(tmp_path, capsys):
     maze = pytest.importorskip("prepare_maze")
-    task = sample.maze_task(TRMConfig(vocab_size=6, seq_len=25), None)
-    (_, question, _), = task["parse"](MAZE, "m.txt")
+    (_, question, _), = maze.parse_puzzle(MAZE, "m.txt", maze.puzzle_shape(6, 25))
     answer = maze.shortest_path(question, 5)
-    assert task["check"](np.stack([question, answer]), np.stack([answer, question])).tolist() == [True, False]
+    assert maze.check(np.stack([question, answer]), np.stack([answer, question]), 5).tolist() == [True, False]
     assert sample.looks_like(MAZE) == "maze" and sample.looks_like("1..4" * 4) == "sudoku"
     assert sample.looks_like("00576224") is None, "an all-digit ARC task id is not a Sudoku"
     (tmp_path / "m.txt").write_text(MAZE)
