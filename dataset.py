@@ -504,7 +504,7 @@ class TrainLoader:
 
     def _canvas_batch(self, rows, puzzles):
         """A canvas-layout batch. With meta["offsets"] == "per_draw" the translatable examples get fresh
-        offsets, uniform over the room each has (spec section 7's distribution, redrawn every batch rather
+        offsets, uniform over the room each has (the official ARC builder's distribution, redrawn every batch rather
         than once at build time); drawn for the global batch from (seed, pass, batch), so resume and every
         rank see the same ones."""
         canvas = self.arrays["inputs"].canvas

@@ -49,7 +49,7 @@ class TRMConfig:
     no_ACT_continue: bool = True  # True: halt on q_halt > 0 alone (TRM); False: HRM's Q-continue
     loss_type: str = "stablemax"  # "stablemax" | "softmax"
     forward_dtype: str = "bfloat16"
-    # The paper's ablations (spec section 9) as switches; the defaults are TRM.
+    # The paper's ablations (its Sudoku-Extreme ablation table) as switches; the defaults are TRM.
     two_networks: bool = False    # True: HRM's separate f_L (latent update) and f_H (answer update)
     grad_mode: str = "last_round" # "last_round" (TRM) | "one_step" (HRM's 1-step gradient) | "full"
     latent_mode: str = "yz"       # "yz" (TRM) | "single" (official trm_singlez) | "multi" (trm_hier6)

@@ -276,7 +276,7 @@ def _offset(tokens):
 
 def test_per_draw_offsets_are_fresh_and_uniform_except_one_pair_at_the_origin(tmp_path):
     """One task of three pairs: every batch holds its three examples; the one kept at (0, 0) stays there,
-    the others move uniformly over the room they have, anew in every batch (spec section 7)."""
+    the others move uniformly over the room they have, anew in every batch (as the official ARC builder draws them)."""
     rng = np.random.default_rng(5)
     shapes = [(20, 27), (24, 25), (26, 23)]  # small rooms, so the histogram fills quickly
     task = {"train": [{"input": random_grid(rng, h, w, range(1, 10)), "output": random_grid(rng, h, w, range(1, 10))}
