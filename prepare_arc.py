@@ -26,13 +26,14 @@ import numpy as np
 from tqdm import tqdm
 
 import plot
+import prepare_common
 from dataset import IGNORE_LABEL_ID, Canvas, DatasetError, FIELDS, TrainLoader, load_split, read_text, write_dataset
+from prepare_common import InputError, add_overwrite, dihedral, dihedral_inverse, require_at_least
 
 SIDE = 30  # the canvas; ARC grids are at most 30x30 (--canvas makes a smaller one for small CPU runs)
 PAD, EOS, COLOUR0 = 0, 1, 2  # tokens; colour c is token c + 2
 VOCAB = 12
 NUM_VIEWS = 8  # the dihedral transforms
-INVERSE_VIEW = (0, 3, 2, 1, 4, 5, 6, 7)  # official dataset/common.py DIHEDRAL_INVERSE
 RETRIES = 5  # official ARCAugmentRetriesFactor: at most 5 * num_aug draws per task
 SEPARATOR = "|||"  # official PuzzleIdSeparator: identifier names are "task|||t<view>|||<colour map>"
 PASS_KS = (1, 2, 5, 10, 100, 1000)  # the official evaluator's
@@ -51,20 +52,7 @@ IDENTITY = np.arange(10, dtype=np.uint8)
 ANSI = (16, 26, 196, 34, 226, 248, 201, 208, 117, 88)
 
 
-class InputError(ValueError):
-    """Bad user input; the message is one line naming the task, the file and the fix."""
-
-
 # ============================================================================ grids
-
-def dihedral(grid, view):
-    """One of the 8 symmetries of the square, numbered as the official dihedral_transform."""
-    return _VIEWS[view](np.asarray(grid))
-
-
-_VIEWS = (lambda g: g, lambda g: np.rot90(g, 1), lambda g: np.rot90(g, 2), lambda g: np.rot90(g, 3),
-          np.fliplr, np.flipud, np.transpose, lambda g: np.fliplr(np.rot90(g, 1)))
-
 
 def augment_grid(grid, view, mapping):
     """Colour c -> mapping[c], then the dihedral view (the official aug(); the two commute)."""
@@ -73,7 +61,7 @@ def augment_grid(grid, view, mapping):
 
 def invert_grid(grid, view, mapping):
     """Undo augment_grid: map an augmented grid (e.g. a prediction) back to the task's own frame."""
-    return np.ascontiguousarray(np.argsort(mapping).astype(np.uint8)[dihedral(grid, INVERSE_VIEW[view])])
+    return np.ascontiguousarray(np.argsort(mapping).astype(np.uint8)[dihedral_inverse(grid, view)])
 
 
 def identifier_name(task_id, view, mapping):
@@ -854,9 +842,7 @@ def build_parser():
                    help="write every example's tokens (the official layout, ~1.8 kB per example: ~7 GB for the "
                         "paper's ARC-AGI-1 set) instead of the canvas layout; implies fixed offsets")
     p.add_argument("--out", help="output directory (default data/arc<version>concept-aug-<num_aug>, as the official)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an output directory holding a different dataset written by a prepare script "
-                        "(never one holding other files, nor the source)")
+    add_overwrite(p)
     p.add_argument("--seed", type=int, default=42, help="seed of augmentations and offsets (default %(default)s, "
                                                          "the official)")
     p.add_argument("--quick_start", action="store_true",
@@ -876,8 +862,7 @@ def parse_args(argv=None):
     args.test_set = args.test_set or (default_test if args.subsets == default_subsets else None)
     if args.test_set is None:
         p.error("--subsets given: name the subset to score with --test_set")
-    if args.num_aug < 0:
-        p.error("--num_aug must be at least 0")
+    require_at_least(p, args, {"num_aug": 0})
     if not 1 <= args.canvas <= SIDE:
         p.error(f"--canvas must be 1 to {SIDE}")
     if args.official_layout and args.translation == "per_draw":
@@ -887,15 +872,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        if args.bench:
-            bench_loader(args.bench)
-        else:
-            run(args)
-    except (InputError, DatasetError) as e:
-        raise SystemExit(f"prepare_arc.py: {e}") from None
-    except KeyboardInterrupt:  # datasets are written whole or not at all, so nothing is left half-done
-        raise SystemExit("prepare_arc.py: interrupted; no dataset was written") from None
+    prepare_common.main("prepare_arc.py", lambda: bench_loader(args.bench) if args.bench else run(args))
 
 
 if __name__ == "__main__":

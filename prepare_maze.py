@@ -24,17 +24,18 @@ import numpy as np
 from tqdm import tqdm
 
 import plot
-from dataset import DatasetError, read_text, write_dataset
-from prepare_sudoku import InputError, check_overlap, csv_records, download, hold_out, report_copies
+import prepare_common
+from dataset import read_text
+from prepare_common import (CSV_HEADER, InputError, add_csv_outputs, add_csv_sources, add_csv_splits, check_row_shapes,
+                            csv_blocks, csv_ratings, dihedral, from_csv_source, require_at_least)
 
 CHARSET = "# SGo"  # token = position + 1, as the official build_maze_dataset.py
 PAD, WALL, OPEN, START, GOAL, PATH = range(6)
 VOCAB_SIZE = len(CHARSET) + 1
-CSV_HEADER = ["source", "question", "answer", "rating"]
-HF_URL = "https://huggingface.co/datasets/sapientinc/maze-30x30-hard-1k/resolve/main/{}"
+HF_REPO = "sapientinc/maze-30x30-hard-1k"
+HF_URL = f"https://huggingface.co/datasets/{HF_REPO}/resolve/main/{{}}"
 HARD_SIZE, HARD_MIN_PATH = 30, 110  # Maze-Hard keeps 30x30 mazes whose shortest path is longer than 110
 MAX_FAILED_TRIES = 500  # mazes in a row that miss --min_path (or repeat one) before the generator gives up
-DIHEDRAL_INVERSE = [0, 3, 2, 1, 4, 5, 6, 7]  # the official numbering: transform k is undone by this one
 _TOKEN_OF = np.zeros(128, np.uint8)  # character code -> token, 0 for anything outside CHARSET
 _TOKEN_OF[[ord(c) for c in CHARSET]] = np.arange(1, VOCAB_SIZE)
 
@@ -61,21 +62,6 @@ def _first_cell(mask):
     """(row, column), 1-based, of the first True cell of a 2-D mask, for messages."""
     r, c = np.argwhere(mask)[0]
     return f"row {r + 1}, column {c + 1}"
-
-
-def dihedral(grids, k):
-    """The official dihedral transform k of grids (..., H, W): 0 identity, 1-3 rotations by 90, 180,
-    270 degrees (counter-clockwise), 4 left-right flip, 5 up-down flip, 6 transpose, 7 anti-transpose."""
-    g = np.asarray(grids)
-    if k in (1, 2, 3):
-        return np.rot90(g, k, axes=(-2, -1))
-    return {0: g, 4: g[..., ::-1], 5: g[..., ::-1, :], 6: np.swapaxes(g, -1, -2),
-            7: np.rot90(g, 1, axes=(-2, -1))[..., ::-1]}[k]
-
-
-def dihedral_inverse(grids, k):
-    """Undo dihedral(grids, k), e.g. to read a prediction on an augmented maze in the original frame."""
-    return dihedral(grids, DIHEDRAL_INVERSE[k])
 
 
 # ============================================================================ rules, vectorised over mazes
@@ -503,21 +489,12 @@ def default_min_path(size):
 def read_csv(path, size=HARD_SIZE):
     """Questions and answers as tokens, ratings and file line numbers of a Maze-Hard style CSV.
     Every row is checked; the first bad one raises InputError naming the file, the line and the fix."""
-    rows = list(csv_records(path, "maze"))
-    if not rows:
-        raise InputError(f"{path}: no mazes after the header; fix: use a CSV with one maze per row")
+    rows = [row for block in csv_blocks(path, "maze") for row in block]  # checked all at once, as they are few
     return _convert_rows(path, rows, size)
 
 
 def _convert_rows(path, rows, size):
-    cells = size * size
-    for line, row in rows:
-        if len(row) != len(CSV_HEADER):
-            raise InputError(f"{path}:{line}: {len(row)} fields, expected 4 ({','.join(CSV_HEADER)}); "
-                             f"fix: repair or delete that row")
-        for name, text in (("question", row[1]), ("answer", row[2])):
-            if len(text) != cells:
-                raise InputError(f"{path}:{line}: {name} has {_size_problem(len(text), size)}")
+    check_row_shapes(path, rows, size * size, functools.partial(_size_problem, size=size))
     lines = np.array([line for line, _ in rows])
     questions = _tokens_of(path, lines, [r[1] for _, r in rows], "question", "# SG")
     answers = _tokens_of(path, lines, [r[2] for _, r in rows], "answer", CHARSET)
@@ -527,12 +504,7 @@ def _convert_rows(path, rows, size):
         i = int(np.argmax(~optimal))
         raise InputError(f"{path}:{lines[i]}: {explain_path(questions[i], answers[i], size)}, so the answer is not a "
                          f"shortest S-G path; fix: correct the answer or drop the row")
-    ratings = []
-    for line, row in rows:
-        try:
-            ratings.append(int(row[3]) if row[3].strip() else 0)
-        except ValueError:
-            raise InputError(f"{path}:{line}: rating {row[3]!r} is not an integer; fix: write a whole number") from None
+    ratings = csv_ratings(path, rows, int, 0, "is not an integer; fix: write a whole number")
     return {"q": questions, "a": answers, "rating": np.array(ratings, dtype=np.int64), "line": lines}
 
 
@@ -575,18 +547,6 @@ def _check_questions(path, lines, questions, size):
         raise InputError(f"{path}:{lines[i]}: the maze is unsolvable, no path leads from S to G; fix: drop the row")
 
 
-def subsample(data, count, seed, path):
-    """`count` rows chosen with a fixed seed, kept in file order."""
-    if count is None:
-        return data
-    available = len(data["line"])
-    if count > available:
-        raise InputError(f"{path}: --subsample {count} is more than the {available} mazes available; "
-                         f"fix: ask for at most {available}")
-    keep = np.sort(np.random.default_rng(seed).choice(available, count, replace=False))
-    return {k: v[keep] for k, v in data.items()}
-
-
 def maze_classes(questions, size):
     """Per row of (N, L) question tokens, the first row holding the same maze exactly (`exact`) and up to
     the 8 dihedral views --aug trains on (`same`, by canonical_key, which is exact), both (N,) int64."""
@@ -595,30 +555,6 @@ def maze_classes(questions, size):
         exact[i] = first_exact.setdefault(question.tobytes(), i)
         same[i] = first_same.setdefault(canonical_key(question, size), i)
     return exact, same
-
-
-def from_csv_source(args):
-    """(train, test, overlap) from --source FILE.csv or a directory of train.csv/test.csv: the splits' dicts
-    of tokens, and how many test mazes are also training rows (kept by --allow_overlap)."""
-    classes = functools.partial(maze_classes, size=args.size)
-    if os.path.isdir(args.source):
-        paths = [os.path.join(args.source, f"{s}.csv") for s in ("train", "test")]
-        for p in paths:
-            if not os.path.isfile(p):
-                raise InputError(f"{p}: not found; fix: a --source directory needs train.csv and test.csv")
-        train, test = (read_csv(p, args.size) for p in paths)
-        train = subsample(train, args.subsample, args.seed, paths[0])
-        overlap = check_overlap(train, test, classes, paths, args.allow_overlap, "mazes", "a rotation or reflection")
-        return train, test, overlap
-    if not os.path.isfile(args.source):
-        raise InputError(f"{args.source}: not found; fix: give a CSV file or a directory with train.csv and test.csv")
-    data = read_csv(args.source, args.size)
-    _, same = classes(data["q"])
-    train, test = hold_out(data | {"class": same}, args.num_test, args.seed, args.source, "mazes")
-    train = subsample(train, args.subsample, args.seed, args.source)
-    report_copies(args.source, train.pop("class"), "mazes")
-    test.pop("class")
-    return train, test, 0
 
 
 # ============================================================================ building the dataset
@@ -662,16 +598,19 @@ def default_out(args):
 
 
 def run(args):
-    out = args.out or default_out(args)
-    extra = {}
-    if args.download:
-        for name in ("train.csv", "test.csv"):
-            download(HF_URL.format(name), os.path.join(args.raw_dir, name))
-        args.source = args.raw_dir
-    started = time.time()
-    overlap = 0
+    def build(train, test):  # the test split is never augmented
+        return {"train": maze_split(train["q"], train["a"], args.aug, args.size),
+                "test": maze_split(test["q"], test["a"], False, args.size)}, 8 if args.aug else 1
+    return prepare_common.run(args, args.out or default_out(args), HF_URL, _load, build, "mazes")
+
+
+def _load(args):
+    """(train, test, overlap, extra files): the --source CSV rows, or generated mazes and their CSV record."""
+    extra, overlap = {}, 0
     if args.source:
-        train, test, overlap = from_csv_source(args)
+        read = functools.partial(read_csv, size=args.size)
+        classes = functools.partial(maze_classes, size=args.size)
+        train, test, overlap = from_csv_source(args, read, classes, "mazes", "a rotation or reflection")
     else:
         q, a, steps = generate(args.generate + args.num_test, args.size, args.min_path, args.unique_path,
                                args.braid, args.seed)
@@ -681,16 +620,7 @@ def run(args):
             extra[f"{split}.csv"] = to_csv(d["q"], d["a"], d["rating"], "generated", args.size)
     for split, d in (("train", train), ("test", test)):
         print(describe(split, d["a"], args.size))
-    splits = {"train": maze_split(train["q"], train["a"], args.aug, args.size),
-              "test": maze_split(test["q"], test["a"], False, args.size)}  # the test split is never augmented
-    if overlap:  # kept by --allow_overlap: dataset.json says so
-        splits["train"][0]["train_test_overlap"] = overlap
-    status = write_dataset(out, splits, ["<blank>"], overwrite=args.overwrite, extra_files=extra,
-                           sources=[args.source])
-    per = 8 if args.aug else 1
-    print(f"{out}: {status}; train {len(train['q'])} mazes x {per} = {len(train['q']) * per} examples, "
-          f"test {len(test['q'])} ({time.time() - started:.1f} s)")
-    return out
+    return train, test, overlap, extra
 
 
 # ============================================================================ benchmark
@@ -727,14 +657,7 @@ GENERATOR_ONLY = ("min_path", "braid", "unique_path")
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--source", help="Maze-Hard style CSV (header source,question,answer,rating) or a directory "
-                                      "holding train.csv and test.csv")
-    src.add_argument("--download", action="store_true",
-                     help="fetch sapientinc/maze-30x30-hard-1k train.csv and test.csv over HTTPS into --raw_dir "
-                          "(resumable), then build from them")
-    src.add_argument("--generate", type=int, metavar="N", default=1000,
-                     help="generate N training mazes offline (the default source; default %(default)s)")
+    src = add_csv_sources(p, HF_REPO, "Maze-Hard", "mazes", count=1000)
     src.add_argument("--bench", action="store_true",
                      help="time generating 1000 (+1000 test) 30x30 mazes with --min_path 110, and reading "
                           "1000 of them from CSV, then exit")
@@ -750,23 +673,13 @@ def build_parser():
     p.add_argument("--braid", type=float, metavar="P",
                    help="probability that a dead end of a generated (perfect) maze is opened, adding loops "
                         "(default 0.1; 0 = perfect mazes, one path between any two cells)")
-    p.add_argument("--num_test", type=int, default=1000,
-                   help="test mazes to generate, or to hold out of a single --source file (default %(default)s)")
-    p.add_argument("--subsample", type=int, metavar="N", help="keep N training mazes of the CSV, chosen with --seed")
+    add_csv_splits(p, "mazes")
     p.add_argument("--aug", action="store_true",
                    help="add the 8 dihedral images of every training maze (off by default, as in the paper); "
                         "the test split is never augmented")
     p.add_argument("--out", help="output directory (default: data/maze-<size>x<size> when generating, "
                                  "data/maze-30x30-hard-1k for a CSV; -aug appended with --aug)")
-    p.add_argument("--raw_dir", default=os.path.join("data", "raw", "maze-30x30-hard-1k"),
-                   help="where --download puts the CSV files (default %(default)s)")
-    p.add_argument("--allow_overlap", action="store_true",
-                   help="keep test mazes of a --source directory's test.csv that are also training rows (the same "
-                        "maze, or a rotation or reflection of it), recording their count in dataset.json; refused "
-                        "by default (a single --source file holds out only mazes without copies)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an output directory holding a different dataset written by a prepare script "
-                        "(never one holding other files, nor the source)")
+    add_csv_outputs(p, HF_REPO, "mazes", copies="the same maze, or a rotation or reflection of it")
     p.add_argument("--seed", type=int, default=0, help="seed of the generator and of the subsample")
     return p
 
@@ -782,10 +695,7 @@ def parse_args(argv=None):
     args.min_path = default_min_path(args.size) if args.min_path is None else args.min_path
     args.unique_path = True if args.unique_path is None else args.unique_path
     args.braid = 0.1 if args.braid is None else args.braid
-    for name, lowest in (("generate", 1), ("num_test", 1), ("subsample", 1), ("size", 2), ("min_path", 0)):
-        value = getattr(args, name)
-        if value is not None and value < lowest:
-            p.error(f"--{name} must be at least {lowest}")
+    require_at_least(p, args, {"generate": 1, "num_test": 1, "subsample": 1, "size": 2, "min_path": 0})
     if args.size > 64:
         p.error("--size must be at most 64 (the path checks hold a grid row in 64 bits)")
     if not 0 <= args.braid <= 1:
@@ -795,15 +705,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        if args.bench:
-            bench()
-        else:
-            run(args)
-    except (InputError, DatasetError) as e:
-        raise SystemExit(f"prepare_maze.py: {e}") from None
-    except KeyboardInterrupt:  # datasets are written whole or not at all, so nothing is left half-done
-        raise SystemExit("prepare_maze.py: interrupted; no dataset was written") from None
+    prepare_common.main("prepare_maze.py", lambda: bench() if args.bench else run(args))
 
 
 if __name__ == "__main__":

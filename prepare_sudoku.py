@@ -9,7 +9,6 @@ Everything a Sudoku rule needs lives here and is imported by train.py / sample.p
 decode_grid, is_valid_solution, render, augment / invert, the solver and its difficulty rater.
 """
 import argparse
-import csv
 import functools
 import itertools
 import math
@@ -20,19 +19,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 from tqdm import tqdm
 
 import plot
-from dataset import DatasetError, read_text, write_dataset
+import prepare_common
+from dataset import read_text
+from prepare_common import (CSV_HEADER, InputError, add_csv_outputs, add_csv_sources, add_csv_splits, check_row_shapes,
+                            csv_blocks, csv_ratings, from_csv_source, require_at_least)
 
 BOX_SHAPES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # box rows x box columns
 PAD, BLANK = 0, 1  # tokens; digit d is token d + 1
-CSV_HEADER = ["source", "question", "answer", "rating"]
-HF_URL = "https://huggingface.co/datasets/sapientinc/sudoku-extreme/resolve/main/{}"
+HF_REPO = "sapientinc/sudoku-extreme"
+HF_URL = f"https://huggingface.co/datasets/{HF_REPO}/resolve/main/{{}}"
 # Givens per difficulty for the clue-count levels, scaled from 9x9 (36-40 and 26-30 of 81 cells).
 GIVENS = {9: {"easy": (36, 40), "medium": (26, 30)}, 6: {"easy": (16, 18), "medium": (12, 13)},
           4: {"easy": (7, 8), "medium": (5, 6)}}
@@ -45,10 +45,6 @@ CLIMB_STEPS = 300  # local-search moves tried on one start before restarting fro
 CLIMB_KEEPS = 16  # puzzles one climb may contribute (all share its solution grid)
 REPAIR_TRIES = 8  # cells tried per repair step, the one leaving most candidates kept
 CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 16}  # puzzles per work unit of the generator
-
-
-class InputError(ValueError):
-    """Bad user input; the message is one line naming the file, the row and the fix."""
 
 
 # ============================================================================ grids and rules
@@ -825,51 +821,12 @@ def generate(total, difficulty, size, seed=0, workers=1, stream=0, keys=None):
 
 # ============================================================================ CSV source
 
-def csv_rows(path):
-    """(line number, fields) of each row of a UTF-8 CSV (a BOM dropped), streamed, so a 3.8M-row file is never
-    held whole; bytes that are not UTF-8, an unreadable file or a broken row raise a one-line error."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            try:
-                for row in reader:
-                    yield reader.line_num, row
-            except csv.Error as e:
-                raise InputError(f"{path}:{reader.line_num}: {e}; fix: repair or delete that row") from None
-    except UnicodeDecodeError:
-        read_text(path)  # raises the DatasetError that names the first byte that is not UTF-8
-        raise
-    except OSError as e:
-        raise InputError(f"{path}: cannot be read ({e.strerror}); fix: give a readable CSV file") from None
-
-
-def csv_records(path, noun):
-    """csv_rows after the header, which must be CSV_HEADER (the sudoku-extreme and Maze-Hard files share
-    it); an empty file or another header is one line naming the fix."""
-    reader = csv_rows(path)
-    _, header = next(reader, (0, None))
-    if header is None:
-        raise InputError(f"{path}: the file is empty; fix: point --source at a CSV with the header "
-                         f"{','.join(CSV_HEADER)} and one {noun} per row")
-    if [h.strip().lower() for h in header] != CSV_HEADER:
-        raise InputError(f"{path}:1: header is {','.join(header)!r}, expected {','.join(CSV_HEADER)!r}; "
-                         f"fix: add or correct the header line")
-    return reader
-
-
 def read_csv(path, size=9, min_difficulty=None):
     """Questions and answers as tokens, ratings and file line numbers of a sudoku-extreme style CSV.
     Every row is checked; the first bad one raises InputError naming the file, the line and the fix."""
     parts = {"q": [], "a": [], "rating": [], "line": []}
-    rows = []
-    for line, row in csv_records(path, "puzzle"):
-        rows.append((line, row))
-        if len(rows) == 100_000:
-            _convert_rows(path, rows, size, parts)
-            rows = []
-    _convert_rows(path, rows, size, parts)
-    if not parts["line"]:
-        raise InputError(f"{path}: no puzzles after the header; fix: use a CSV with one puzzle per row")
+    for rows in csv_blocks(path, "puzzle"):
+        _convert_rows(path, rows, size, parts)
     data = {k: np.concatenate(v) for k, v in parts.items()}
     if min_difficulty is not None:  # applied to both splits, as the official builder does
         keep = data["rating"] >= min_difficulty
@@ -883,16 +840,8 @@ def read_csv(path, size=9, min_difficulty=None):
 def _convert_rows(path, rows, size, parts):
     """Check and convert a block of CSV rows (vectorised, so millions of rows stay quick)."""
     cells = size * size
-    for line, row in rows:
-        if len(row) != len(CSV_HEADER):
-            raise InputError(f"{path}:{line}: {len(row)} fields, expected 4 ({','.join(CSV_HEADER)}); "
-                             f"fix: repair or delete that row")
-        for name, text in (("question", row[1]), ("answer", row[2])):
-            if len(text) != cells:
-                raise InputError(f"{path}:{line}: {name} has {len(text)} characters, expected {cells}; "
-                                 f"fix: write all {cells} cells row by row, '.' for a blank")
-    if not rows:
-        return
+    check_row_shapes(path, rows, cells, lambda length: f"{length} characters, expected {cells}; "
+                                                       f"fix: write all {cells} cells row by row, '.' for a blank")
     lines = np.array([line for line, _ in rows])
     questions = _tokens_of(path, lines, [r[1] for _, r in rows], size, "question", blanks=True)
     answers = _tokens_of(path, lines, [r[2] for _, r in rows], size, "answer", blanks=False)
@@ -901,13 +850,8 @@ def _convert_rows(path, rows, size, parts):
         i = int(np.argmax(bad))
         raise InputError(f"{path}:{lines[i]}: {explain_answer(questions[i], answers[i], size)}, so it does not "
                          f"solve the question; fix: correct the answer or drop the row")
-    ratings = []
-    for line, row in rows:
-        try:
-            ratings.append(float(row[3]) if row[3].strip() else 0.0)  # generated sets' medians can end in .5
-        except ValueError:
-            raise InputError(f"{path}:{line}: rating {row[3]!r} is not a number; fix: write a number such as 12 "
-                             f"or 12.5") from None
+    # float: the generated sets' robust ratings are medians, which can end in .5
+    ratings = csv_ratings(path, rows, float, 0.0, "is not a number; fix: write a number such as 12 or 12.5")
     parts["q"].append(questions)
     parts["a"].append(answers)
     parts["rating"].append(np.array(ratings, dtype=np.float64))
@@ -925,48 +869,6 @@ def _tokens_of(path, lines, texts, size, name, blanks):
         raise InputError(f"{path}:{lines[i]}: {name} has {chr(chars[i, j])!r} at position {j + 1}; "
                          f"fix: use {allowed}")
     return np.where(blank, BLANK, chars.astype(np.int64) - ord("0") + 1).astype(np.uint8)
-
-
-def subsample(data, count, seed, path):
-    """`count` rows chosen with a fixed seed, kept in file order."""
-    if count is None:
-        return data
-    available = len(data["line"])
-    if count > available:
-        raise InputError(f"{path}: --subsample {count} is more than the {available} puzzles available "
-                         f"(after --min_difficulty); fix: ask for at most {available}")
-    keep = np.sort(np.random.default_rng(seed).choice(available, count, replace=False))
-    return {k: v[keep] for k, v in data.items()}
-
-
-def download(url, dest, urlopen=urllib.request.urlopen):
-    """Fetch `url` to `dest` with the standard library; a `.part` file resumes an interrupted download."""
-    if os.path.exists(dest):
-        return dest
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    part = dest + ".part"
-    have = os.path.getsize(part) if os.path.exists(part) else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        with urlopen(request, timeout=60) as response:
-            if have and getattr(response, "status", None) != 206:
-                have = 0  # the server ignored the range: start over
-            length = response.headers.get("Content-Length") if response.headers else None
-            total = have + int(length) if length else None
-            with open(part, "ab" if have else "wb") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                                               desc=os.path.basename(dest), disable=None) as bar:
-                while block := response.read(1 << 20):
-                    f.write(block)
-                    bar.update(len(block))
-    except urllib.error.HTTPError as e:
-        if e.code != 416:  # 416: nothing left to fetch, the partial file is complete
-            raise InputError(f"{url}: download failed (HTTP {e.code}); fix: rerun to resume, or fetch "
-                             f"train.csv and test.csv yourself and pass --source DIR") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise InputError(f"{url}: download failed ({getattr(e, 'reason', e)}); fix: check the network and rerun "
-                         f"(it resumes), or fetch train.csv and test.csv yourself and pass --source DIR") from None
-    os.replace(part, dest)
-    return dest
 
 
 # ============================================================================ building the dataset
@@ -1013,80 +915,6 @@ def describe(name, questions, size, robust=None, limit=300):
 SYMMETRIES = "digits relabelled, rows, columns, bands or stacks permuted, transposed"  # random_transforms' group
 
 
-def from_csv_source(args):
-    """(train, test, overlap) from --source FILE.csv or a directory of train.csv/test.csv: the splits' dicts
-    of tokens/ratings/lines, and how many test puzzles are also training rows (kept by --allow_overlap)."""
-    classes = functools.partial(puzzle_classes, size=args.size)
-    if os.path.isdir(args.source):
-        paths = [os.path.join(args.source, f"{s}.csv") for s in ("train", "test")]
-        for p in paths:
-            if not os.path.isfile(p):
-                raise InputError(f"{p}: not found; fix: a --source directory needs train.csv and test.csv")
-        train = read_csv(paths[0], args.size, args.min_difficulty)
-        test = read_csv(paths[1], args.size, args.min_difficulty)
-        train = subsample(train, args.subsample, args.seed, paths[0])
-        overlap = check_overlap(train, test, classes, paths, args.allow_overlap, "puzzles", SYMMETRIES)
-        return train, test, overlap
-    if not os.path.isfile(args.source):
-        raise InputError(f"{args.source}: not found; fix: give a CSV file or a directory with train.csv and test.csv")
-    data = read_csv(args.source, args.size, args.min_difficulty)
-    _, same = classes(data["q"])
-    train, test = hold_out(data | {"class": same}, args.num_test, args.seed, args.source, "puzzles")
-    train = subsample(train, args.subsample, args.seed, args.source)
-    report_copies(args.source, train.pop("class"), "puzzles")
-    test.pop("class")
-    return train, test, 0
-
-
-def hold_out(data, num_test, seed, path, noun):
-    """(train, test) of one file: `num_test` rows (fixed seed) held out as the test split, drawn among the rows
-    with no copy in the file (data["class"]: per row, the first row of its puzzle), so that no held-out
-    puzzle is also trained on; every other row trains. Without copies this is a plain random hold-out."""
-    n = len(data["line"])
-    if num_test >= n:
-        raise InputError(f"{path}: --num_test {num_test} leaves no training rows out of {n}; fix: lower --num_test")
-    alone = np.flatnonzero(np.bincount(data["class"], minlength=n)[data["class"]] == 1)
-    if num_test > len(alone):
-        raise InputError(f"{path}: --num_test {num_test}, but only {len(alone)} of the {n} rows have no copy in the "
-                         f"file, and held-out {noun} must not also be trained on; fix: lower --num_test")
-    if len(alone) < n:
-        print(f"{path}: {n - len(alone)} of {n} rows have a copy in the file (exactly or up to augmentation); "
-              f"the {num_test} test rows are drawn from the other {len(alone)}, so none is also trained on")
-    held = alone[np.sort(np.random.default_rng(seed + 1).permutation(len(alone))[:num_test])]
-    train = np.ones(n, bool)
-    train[held] = False
-    return {k: v[train] for k, v in data.items()}, {k: v[held] for k, v in data.items()}
-
-
-def check_overlap(train, test, classes, paths, allow, noun, symmetries):
-    """Refuse test rows whose puzzle is also among the training rows, exactly or up to augmentation (classes:
-    questions -> (exact, same), per row its first copy), in one line naming the first lines of both files;
-    with allow keep them and return their count. Copies inside the training rows are reported."""
-    n_train = len(train["line"])
-    exact, same = classes(np.concatenate([train["q"], test["q"]]))
-    report_copies(paths[0], same[:n_train], noun)
-    hits = np.flatnonzero(same[n_train:] < n_train)  # a class's first row is a training row when it has any
-    if not len(hits) or allow:
-        if len(hits):
-            print(f"{paths[1]}: {len(hits)} of {len(test['line'])} test {noun} also appear in the training rows; "
-                  f"kept (--allow_overlap), recorded in dataset.json as train_test_overlap")
-        return len(hits)
-    n_exact = int((exact[n_train + hits] < n_train).sum())
-    first = ", ".join(f"test line {test['line'][j]} = train line {train['line'][same[n_train + j]]}"
-                      for j in hits[:3].tolist()) + (", ..." if len(hits) > 3 else "")
-    raise InputError(f"{paths[1]}: {len(hits)} of {len(test['line'])} test {noun} also appear in the training rows "
-                     f"of {paths[0]} (exact: {n_exact}, up to {symmetries}: {len(hits) - n_exact}) (first: "
-                     f"{first}); fix: remove them, or pass --allow_overlap to keep them (recorded in dataset.json)")
-
-
-def report_copies(path, same, noun):
-    """One printed line when training rows repeat a puzzle (kept: copies weigh a puzzle more, nothing leaks)."""
-    repeats = len(same) - len(np.unique(same))
-    if repeats:
-        print(f"{path}: {repeats} of {len(same)} training {noun} repeat another training row (exactly or up to "
-              f"augmentation); kept")
-
-
 def default_out(args):
     if args.source or args.download:
         name = "sudoku-extreme"
@@ -1098,38 +926,30 @@ def default_out(args):
 
 
 def run(args):
-    out = args.out or default_out(args)
     rng = np.random.default_rng(args.seed)
-    extra = {}
-    if args.download:
-        raw = args.raw_dir
-        for name in ("train.csv", "test.csv"):
-            download(HF_URL.format(name), os.path.join(raw, name))
-        args.source = raw
-    started = time.time()
-    overlap = 0
+
+    def build(train, test):  # the test split is never augmented
+        return {"train": sudoku_split(train["q"], train["a"], args.num_aug, rng, args.size),
+                "test": sudoku_split(test["q"], test["a"], 0, rng, args.size)}, 1 + args.num_aug
+    return prepare_common.run(args, args.out or default_out(args), HF_URL, _load, build, "puzzles")
+
+
+def _load(args):
+    """(train, test, overlap, extra files): the --source CSV rows, or generated puzzles and their CSV record."""
     if args.source:
-        train, test, overlap = from_csv_source(args)
+        read = functools.partial(read_csv, size=args.size, min_difficulty=args.min_difficulty)
+        classes = functools.partial(puzzle_classes, size=args.size)
+        train, test, overlap = from_csv_source(args, read, classes, "puzzles", SYMMETRIES, " (after --min_difficulty)")
         print(describe("test", test["q"], args.size))
-    else:
-        keys, made = set(), []
-        for stream, n in enumerate((args.generate, args.num_test)):
-            q, a, r = generate(n, args.difficulty, args.size, args.seed, args.workers, stream, keys)
-            made.append({"q": q, "a": a, "rating": r})
-        train, test = made
-        for split, d in (("train", train), ("test", test)):
-            print(describe(f"{split} {args.difficulty}", d["q"], args.size, d["rating"]))
-            extra[f"{split}.csv"] = to_csv(d["q"], d["a"], d["rating"], f"generated-{args.difficulty}", args.size)
-    splits = {"train": sudoku_split(train["q"], train["a"], args.num_aug, rng, args.size),
-              "test": sudoku_split(test["q"], test["a"], 0, rng, args.size)}  # the test split is never augmented
-    if overlap:  # kept by --allow_overlap: dataset.json says so
-        splits["train"][0]["train_test_overlap"] = overlap
-    status = write_dataset(out, splits, ["<blank>"], overwrite=args.overwrite, extra_files=extra,
-                           sources=[args.source])
-    n_train = len(train["q"]) * (1 + args.num_aug)
-    print(f"{out}: {status}; train {len(train['q'])} puzzles x {1 + args.num_aug} = {n_train} examples, "
-          f"test {len(test['q'])} ({time.time() - started:.1f} s)")
-    return out
+        return train, test, overlap, {}
+    keys, made, extra = set(), [], {}
+    for stream, n in enumerate((args.generate, args.num_test)):
+        q, a, r = generate(n, args.difficulty, args.size, args.seed, args.workers, stream, keys)
+        made.append({"q": q, "a": a, "rating": r})
+    for split, d in zip(("train", "test"), made):
+        print(describe(f"{split} {args.difficulty}", d["q"], args.size, d["rating"]))
+        extra[f"{split}.csv"] = to_csv(d["q"], d["a"], d["rating"], f"generated-{args.difficulty}", args.size)
+    return made[0], made[1], 0, extra
 
 
 # ============================================================================ benchmark
@@ -1172,14 +992,7 @@ def bench(which):
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--source", help="sudoku-extreme style CSV (header source,question,answer,rating) or a "
-                                      "directory holding train.csv and test.csv")
-    src.add_argument("--download", action="store_true",
-                     help="fetch sapientinc/sudoku-extreme train.csv and test.csv over HTTPS into --raw_dir "
-                          "(resumable), then build from them")
-    src.add_argument("--generate", type=int, metavar="N", default=3000,
-                     help="generate N training puzzles offline (the default source; default %(default)s)")
+    src = add_csv_sources(p, HF_REPO, "sudoku-extreme", "puzzles", count=3000)
     src.add_argument("--bench", nargs="?", const="aug,easy,medium", metavar="LIST",
                      help="time the workloads in LIST (aug,easy,medium,hard,extreme; default aug,easy,medium) "
                           "and exit")
@@ -1190,25 +1003,14 @@ def build_parser():
                         f"{EXTREME_MIN_RATING} (default %(default)s)")
     p.add_argument("--size", type=int, choices=sorted(BOX_SHAPES), default=9,
                    help="grid size: 4 (2x2 boxes), 6 (2x3 boxes) or 9 (3x3 boxes) (default %(default)s)")
-    p.add_argument("--num_test", type=int, default=1000,
-                   help="test puzzles to generate, or to hold out of a single --source file (default %(default)s)")
-    p.add_argument("--subsample", type=int, metavar="N",
-                   help="keep N training puzzles of the CSV, chosen with --seed (the paper uses 1000)")
+    add_csv_splits(p, "puzzles", subsample_note=" (the paper uses 1000)")
     p.add_argument("--num_aug", type=int, default=None, metavar="K",
                    help="augmentations added per training puzzle (paper: 1000; default 100 when generating, "
                         "0 for a CSV); the test split is never augmented")
     p.add_argument("--min_difficulty", type=int, metavar="R", help="keep only CSV rows with rating >= R")
     p.add_argument("--out", help="output directory (default: data/sudoku-<difficulty> when generating, "
                                  "data/sudoku-extreme[-1k][-aug-K] for a CSV)")
-    p.add_argument("--raw_dir", default=os.path.join("data", "raw", "sudoku-extreme"),
-                   help="where --download puts the CSV files (default %(default)s)")
-    p.add_argument("--allow_overlap", action="store_true",
-                   help="keep test puzzles of a --source directory's test.csv that are also training rows (exactly "
-                        "or up to augmentation), recording their count in dataset.json; refused by default "
-                        "(a single --source file holds out only puzzles without copies)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an output directory holding a different dataset written by a prepare script "
-                        "(never one holding other files, nor the source)")
+    add_csv_outputs(p, HF_REPO, "puzzles", copies="exactly or up to augmentation")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsample, generator and augmentations")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="generator processes (default: all cores, %(default)s)")
@@ -1222,24 +1024,13 @@ def parse_args(argv=None):
         p.error("--subsample and --min_difficulty apply to a CSV source (--source or --download)")
     if args.num_aug is None:
         args.num_aug = 0 if (args.source or args.download) else 100
-    for name in ("generate", "num_test", "num_aug", "subsample", "workers"):
-        value, lowest = getattr(args, name), 0 if name == "num_aug" else 1
-        if value is not None and value < lowest:
-            p.error(f"--{name} must be at least {lowest}")
+    require_at_least(p, args, {"generate": 1, "num_test": 1, "num_aug": 0, "subsample": 1, "workers": 1})
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        if args.bench:
-            bench(args.bench.split(","))
-        else:
-            run(args)
-    except (InputError, DatasetError) as e:
-        raise SystemExit(f"prepare_sudoku.py: {e}") from None
-    except KeyboardInterrupt:  # datasets are written whole or not at all, so nothing is left half-done
-        raise SystemExit("prepare_sudoku.py: interrupted; no dataset was written") from None
+    prepare_common.main("prepare_sudoku.py", lambda: bench(args.bench.split(",")) if args.bench else run(args))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from tqdm import tqdm
 import dataset
 import train
 from dataset import IGNORE_LABEL_ID, DatasetError
-from prepare_sudoku import InputError
+from prepare_common import InputError
 from model import TRM, Carry, TRMConfig, load_official_state_dict, official_to_ours
 import plot
 

@@ -9,6 +9,7 @@ import pytest
 
 import helpers_data  # noqa: F401  (puts the repository root on sys.path)
 
+import prepare_common
 import prepare_arc as pa
 from conftest import ROOT
 from dataset import IGNORE_LABEL_ID, DatasetError, TrainLoader, eval_batches, load_split
@@ -145,7 +146,7 @@ def test_every_augmented_grid_maps_back():
         mapping = np.concatenate([[0], rng.permutation(9) + 1])
         augmented = pa.augment_grid(grid, view, mapping)
         assert np.array_equal(pa.invert_grid(augmented, view, mapping), grid)
-        assert np.array_equal(pa.dihedral(pa.dihedral(grid, view), pa.INVERSE_VIEW[view]), grid)
+        assert np.array_equal(pa.dihedral(pa.dihedral(grid, view), prepare_common.DIHEDRAL_INVERSE[view]), grid)
         assert (augmented == 0).sum() == (grid == 0).sum()  # colour 0 is never permuted
         name = pa.identifier_name("abc", view, mapping)
         task, v, m = pa.parse_identifier(name)

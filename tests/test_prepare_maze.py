@@ -7,6 +7,7 @@ import pytest
 
 import helpers_data  # noqa: F401  (puts the repository root on sys.path)
 
+import prepare_common
 import prepare_maze as pm
 from dataset import check_split, load_split
 
@@ -244,7 +245,7 @@ def test_dihedral_transforms_invert_and_keep_paths_valid():
     images = [pm.dihedral(grids, k) for k in range(8)]
     assert len({img[0].tobytes() for img in images}) == 8  # an asymmetric maze has 8 different images
     for k in range(8):
-        assert (pm.dihedral_inverse(images[k], k) == grids).all()
+        assert (prepare_common.dihedral_inverse(images[k], k) == grids).all()
         moved_a = pm.dihedral(a.reshape(-1, 9, 9), k).reshape(3, -1)
         assert pm.check_paths(images[k].reshape(3, -1), moved_a, 9)[1].all()
     assert (pm.dihedral(grids, 1)[0] == np.rot90(grids[0])).all()  # numbering as the official builder's
@@ -260,7 +261,7 @@ def test_aug_groups_hold_the_eight_images_original_first(tmp_path):
     assert (np.asarray(arrays["group_indices"]) == np.arange(0, 49, 8)).all()
     inputs = np.asarray(arrays["inputs"]).reshape(6, 8, 7, 7)
     for k in range(8):
-        assert (pm.dihedral_inverse(inputs[:, k], k) == inputs[:, 0]).all()
+        assert (prepare_common.dihedral_inverse(inputs[:, k], k) == inputs[:, 0]).all()
     assert pm.check_paths(np.asarray(arrays["inputs"]), np.asarray(arrays["labels"]), 7)[1].all()
     assert load_split(out, "test")[0]["total_puzzles"] == 3  # the test split is never augmented
 
@@ -470,12 +471,12 @@ def test_a_maze_of_another_shape_names_its_rows_and_columns(tmp_path):
 
 def _spy_on_metas(monkeypatch):
     """The split meta dicts each build hands to write_dataset (dataset.json keeps train_test_overlap)."""
-    metas, real = [], pm.write_dataset
+    metas, real = [], prepare_common.write_dataset
 
     def spy(out, splits, *args, **kwargs):
         metas.append({name: meta for name, (meta, _) in splits.items()})
         return real(out, splits, *args, **kwargs)
-    monkeypatch.setattr(pm, "write_dataset", spy)
+    monkeypatch.setattr(prepare_common, "write_dataset", spy)
     return metas
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import helpers_data  # noqa: F401  (puts the repository root on sys.path)
 
+import prepare_common
 import prepare_sudoku as ps
 from dataset import check_split, load_split
 
@@ -377,7 +378,7 @@ def test_download_restarts_when_the_server_ignores_the_range(tmp_path):
     dest = tmp_path / "raw" / "train.csv"
     dest.parent.mkdir()
     (tmp_path / "raw" / "train.csv.part").write_bytes(b"garbage")
-    ps.download(source.as_uri(), str(dest))  # file:// answers without a 206, like a server without ranges
+    prepare_common.download(source.as_uri(), str(dest))  # file:// answers without a 206, like a server without ranges
     assert dest.read_bytes() == source.read_bytes()
     assert not (tmp_path / "raw" / "train.csv.part").exists()
 
@@ -408,7 +409,7 @@ def test_download_resumes_a_partial_file(tmp_path):
         asked["range"] = request.get_header("Range")
         return Partial()
 
-    ps.download("https://example.invalid/train.csv", str(dest), urlopen=opener)
+    prepare_common.download("https://example.invalid/train.csv", str(dest), urlopen=opener)
     assert asked["range"] == "bytes=1200-" and dest.read_bytes() == payload
 
 
@@ -422,21 +423,21 @@ def test_download_then_builds_from_the_fetched_files(csv_dir, tmp_path, monkeypa
 
 def test_download_failure_is_one_line_with_the_fix(tmp_path):
     def offline(request, timeout):
-        raise ps.urllib.error.URLError("no network")
+        raise prepare_common.urllib.error.URLError("no network")
     with pytest.raises(ps.InputError, match="download failed.*--source DIR"):
-        ps.download("https://example.invalid/x.csv", str(tmp_path / "x.csv"), urlopen=offline)
+        prepare_common.download("https://example.invalid/x.csv", str(tmp_path / "x.csv"), urlopen=offline)
 
 
 # ---------------------------------------------------------------------------- train/test overlap
 
 def _spy_on_metas(monkeypatch):
     """The split meta dicts each build hands to write_dataset (dataset.json keeps train_test_overlap)."""
-    metas, real = [], ps.write_dataset
+    metas, real = [], prepare_common.write_dataset
 
     def spy(out, splits, *args, **kwargs):
         metas.append({name: meta for name, (meta, _) in splits.items()})
         return real(out, splits, *args, **kwargs)
-    monkeypatch.setattr(ps, "write_dataset", spy)
+    monkeypatch.setattr(prepare_common, "write_dataset", spy)
     return metas
 
 
