@@ -1,4 +1,5 @@
-"""Shared helpers for the dataset tests: tiny datasets whose examples say who they are."""
+"""Shared helpers for the dataset and prepare-script tests: tiny datasets whose examples say who they
+are, a one-line-error check for the scripts, a spy on what they write."""
 import os
 import sys
 
@@ -42,3 +43,27 @@ def write_tiny(out_dir, train_groups, test_groups=((1,), (2,), (1,)), num_identi
 def example_ids(batch):
     """Which examples a batch holds (-1 for padding rows)."""
     return batch["inputs"][:, 0].astype(np.int64) - 1
+
+
+def one_line_error(main, script, argv, *needles):
+    """Run a prepare script's main(argv), expect it to exit with one line 'script: ...' holding every needle."""
+    import pytest
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    message = str(info.value.code)
+    assert message.startswith(f"{script}: ") and "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def spy_on_metas(monkeypatch):
+    """The split meta dicts each build hands to write_dataset (dataset.json keeps train_test_overlap)."""
+    import prepare_common
+    metas, real = [], prepare_common.write_dataset
+
+    def spy(out, splits, *args, **kwargs):
+        metas.append({name: meta for name, (meta, _) in splits.items()})
+        return real(out, splits, *args, **kwargs)
+    monkeypatch.setattr(prepare_common, "write_dataset", spy)
+    return metas

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-import helpers_data  # noqa: F401  (puts the repository root on sys.path)
+import helpers_data  # (also puts the repository root on sys.path)
 
 import prepare_common
 import prepare_arc as pa
@@ -83,12 +83,7 @@ def tiny(tmp_path_factory):
 
 def _fails(argv, *needles, tmp=None):
     """Run the CLI, expect a one-line error holding every needle, and nothing written."""
-    with pytest.raises(SystemExit) as info:
-        pa.main(argv)
-    message = str(info.value.code)
-    assert message.startswith("prepare_arc.py: ") and "\n" not in message
-    for needle in needles:
-        assert needle in message, message
+    message = helpers_data.one_line_error(pa.main, "prepare_arc.py", argv, *needles)
     if tmp is not None:
         assert not (tmp / "out").exists()
     return message

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-import helpers_data  # noqa: F401  (puts the repository root on sys.path)
+import helpers_data  # (also puts the repository root on sys.path)
 
 import prepare_common
 import prepare_maze as pm
@@ -49,14 +49,7 @@ LEFT_BOTTOM = [(2, 1), (3, 1), (4, 1)] + [(5, c) for c in range(1, 5)]
 
 
 def _fails(argv, *needles):
-    """Run the CLI, expect a one-line error holding every needle."""
-    with pytest.raises(SystemExit) as info:
-        pm.main(argv)
-    message = str(info.value.code)
-    assert message.startswith("prepare_maze.py: ") and "\n" not in message
-    for needle in needles:
-        assert needle in message, message
-    return message
+    return helpers_data.one_line_error(pm.main, "prepare_maze.py", argv, *needles)
 
 
 # ---------------------------------------------------------------------------- path rules, hand-made mazes
@@ -469,15 +462,6 @@ def test_a_maze_of_another_shape_names_its_rows_and_columns(tmp_path):
 
 # ---------------------------------------------------------------------------- train/test overlap
 
-def _spy_on_metas(monkeypatch):
-    """The split meta dicts each build hands to write_dataset (dataset.json keeps train_test_overlap)."""
-    metas, real = [], prepare_common.write_dataset
-
-    def spy(out, splits, *args, **kwargs):
-        metas.append({name: meta for name, (meta, _) in splits.items()})
-        return real(out, splits, *args, **kwargs)
-    monkeypatch.setattr(prepare_common, "write_dataset", spy)
-    return metas
 
 
 def test_test_mazes_that_are_training_mazes_are_refused_unless_allowed(csv_dir, tmp_path, monkeypatch):
@@ -497,7 +481,7 @@ def test_test_mazes_that_are_training_mazes_are_refused_unless_allowed(csv_dir, 
            "(exact: 1, up to a rotation or reflection: 1)", "test line 7 = train line 5, test line 8 = train line 8",
            "--allow_overlap")
     assert not out.exists()
-    metas = _spy_on_metas(monkeypatch)
+    metas = helpers_data.spy_on_metas(monkeypatch)
     pm.main(["--source", str(source), "--size", "9", "--out", str(out), "--allow_overlap"])
     assert metas[-1]["train"]["train_test_overlap"] == 2
     check_maze_dataset(out, 9, 12, 7)

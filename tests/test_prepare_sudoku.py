@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-import helpers_data  # noqa: F401  (puts the repository root on sys.path)
+import helpers_data  # (also puts the repository root on sys.path)
 
 import prepare_common
 import prepare_sudoku as ps
@@ -35,14 +35,7 @@ def _rows(questions, answers, ratings=None):
 
 
 def _fails(argv, *needles):
-    """Run the CLI, expect a one-line error holding every needle."""
-    with pytest.raises(SystemExit) as info:
-        ps.main(argv)
-    message = str(info.value.code)
-    assert message.startswith("prepare_sudoku.py: ") and "\n" not in message
-    for needle in needles:
-        assert needle in message, message
-    return message
+    return helpers_data.one_line_error(ps.main, "prepare_sudoku.py", argv, *needles)
 
 
 # ---------------------------------------------------------------------------- grids and rules
@@ -430,15 +423,6 @@ def test_download_failure_is_one_line_with_the_fix(tmp_path):
 
 # ---------------------------------------------------------------------------- train/test overlap
 
-def _spy_on_metas(monkeypatch):
-    """The split meta dicts each build hands to write_dataset (dataset.json keeps train_test_overlap)."""
-    metas, real = [], prepare_common.write_dataset
-
-    def spy(out, splits, *args, **kwargs):
-        metas.append({name: meta for name, (meta, _) in splits.items()})
-        return real(out, splits, *args, **kwargs)
-    monkeypatch.setattr(prepare_common, "write_dataset", spy)
-    return metas
 
 
 def test_test_puzzles_that_are_training_rows_are_refused_unless_allowed(tmp_path, easy, monkeypatch, capsys):
@@ -455,7 +439,7 @@ def test_test_puzzles_that_are_training_rows_are_refused_unless_allowed(tmp_path
            "(exact: 2, up to digits relabelled",
            "test line 7 = train line 4, test line 8 = train line 7, test line 9 = train line 9", "--allow_overlap")
     assert not out.exists()
-    metas = _spy_on_metas(monkeypatch)
+    metas = helpers_data.spy_on_metas(monkeypatch)
     ps.main(["--source", str(tmp_path), "--out", str(out), "--allow_overlap"])
     assert metas[-1]["train"]["train_test_overlap"] == 3 and "train_test_overlap" not in metas[-1]["test"]
     assert load_split(out, "test")[0]["total_puzzles"] == 8
