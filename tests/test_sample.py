@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import configurator
 import plot
 import prepare_sudoku as sudoku
 import sample
@@ -94,7 +95,7 @@ def test_a_typed_grid_and_its_printed_form_parse_to_the_same_tokens():
     ("3..." + ".3.." + "." * 8, "digit 3 twice in box 1"),
 ])
 def test_bad_puzzles_are_refused_naming_the_problem(text, message):
-    with pytest.raises(train.UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(configurator.UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         sample.parse_sudoku(text, 4, "--puzzle")
 
 
@@ -109,11 +110,11 @@ def test_puzzle_file_lines_answers_and_csv_header(tmp_path):
     assert sudoku.decode_grid(sample.read_sudoku_file(csv, 4)[0][2], 4) == ANSWER
     short = tmp_path / "short.csv"
     short.write_text(f"source,question,answer,rating\n{QUESTION.replace(chr(10), '')}\n")
-    with pytest.raises(train.UserError, match=f"{short}:2: no question column"):
+    with pytest.raises(configurator.UserError, match=f"{short}:2: no question column"):
         sample.read_sudoku_file(short, 4)
     wrong = tmp_path / "wrong.txt"
     wrong.write_text(f"{QUESTION.replace(chr(10), '')},{ANSWER[:-2]}34\n")
-    with pytest.raises(train.UserError, match=f"{wrong}:1: the answer given is not a solution"):
+    with pytest.raises(configurator.UserError, match=f"{wrong}:1: the answer given is not a solution"):
         sample.read_sudoku_file(wrong, 4)
 
 
@@ -148,11 +149,11 @@ def test_an_arc_task_file_with_a_bom_is_read_and_bad_bytes_are_one_line(tmp_path
     assert (name, label, identifier) == (f"{path} test 0", None, 1)
     assert question.reshape(10, 10)[0, :3].tolist() == [5, 6, 1], "colours 3 4 as tokens, then the end of the row"
     path.write_bytes(raw.encode().replace(b"train", b"tr\xffin"))
-    with pytest.raises(train.UserError, match=f"{path}: byte 4 \\(0xff\\) is not UTF-8"):
+    with pytest.raises(configurator.UserError, match=f"{path}: byte 4 \\(0xff\\) is not UTF-8"):
         task["read_file"](str(path))
     (tmp_path / "identifiers.json").write_bytes(b'["<blank>", "abc')
     path.write_bytes(raw.encode())
-    with pytest.raises(train.UserError, match="identifiers.json: not valid JSON"):
+    with pytest.raises(configurator.UserError, match="identifiers.json: not valid JSON"):
         task["read_file"](str(path))
 
 
@@ -296,7 +297,7 @@ def test_a_typed_puzzle_is_solved_step_by_step_with_colour_and_a_gif(run_dir, tm
     assert ("solved: the rules hold" in out) or ("not solved:" in out)
     frames, delays = read_gif(gif.read_bytes())
     assert len(frames) == 6 and len(delays) == 6, "the question, then one frame per supervision step"
-    state = train.read_checkpoint(run_dir / "ckpt.pt")
+    state = configurator.read_checkpoint(run_dir / "ckpt.pt")
     model, _ = sample.load_run(str(run_dir), "cpu", "float32")
     for name, p in model.named_parameters():
         assert torch.equal(p, state["ema"]["shadow"][name]), f"{name}: EMA weights are used"
