@@ -24,8 +24,9 @@ import time
 import numpy as np
 import torch
 
+import configurator
 import plot
-import train
+import train  # lock_out_dir: the lock a train.py run holds on its out_dir
 from model import TRM, TRMConfig
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -155,8 +156,8 @@ def summarise_run(out_dir):
     late = trained[-max(1, len(trained) // 4):]  # halting as learned by the end: the last quarter of the logs
     counts = np.array([r["count"] for r in late], dtype=float)
     act_steps = float(np.dot(counts, [r["steps"] for r in late]) / counts.sum()) if counts.sum() else float("nan")
-    ckpt = train.read_checkpoint(os.path.join(out_dir, "ckpt.pt"), fix=f"Remove {out_dir} to run the row "
-                                 f"again")  # data only: a crafted file is refused, never run
+    ckpt = configurator.read_checkpoint(os.path.join(out_dir, "ckpt.pt"), fix=f"Remove {out_dir} to run the row "
+                                        f"again")  # data only: a crafted file is refused, never run
     with torch.device("meta"):  # shapes only: count without allocating
         params = TRM(TRMConfig(**ckpt["model_config"])).num_params()
     return dict(exact_accuracy=final["exact_accuracy"], accuracy=final["accuracy"], params=params,
@@ -212,7 +213,7 @@ def write_chart(path, results, own, base):
 def main(argv):
     try:
         own, passthrough = parse(argv)
-        base = train.configure([own["config"], *passthrough])  # a bad setting fails here, before any row
+        base = configurator.configure([own["config"], *passthrough])  # a bad setting fails here, before any row
         if not os.path.isfile(os.path.join(base["data_dir"], "train", "dataset.json")):
             raise UserError(f"{base['data_dir']} not found; make it with "
                             f"`python prepare_sudoku.py --difficulty medium` (or pass --data_dir=...)")
@@ -225,7 +226,7 @@ def main(argv):
         write_table(os.path.join(own["out"], "table.md"), results, own, base)
         write_chart(os.path.join(own["out"], "ablations.png"), results, own, base)
         print(f"wrote {os.path.join(own['out'], 'table.md')} and {os.path.join(own['out'], 'ablations.png')}")
-    except (UserError, train.UserError) as e:
+    except (UserError, configurator.UserError) as e:
         sys.exit(f"ablate.py: {e}")
     except KeyboardInterrupt:  # finished rows are kept; the next run goes on from the first unfinished one
         sys.exit("ablate.py: interrupted; run the same command again to continue the table")

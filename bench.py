@@ -18,7 +18,7 @@ import time
 
 import torch
 
-import train
+import configurator
 from model import TRM, AdamATan2, PuzzleEmbSignSGD, act_loss, swiglu_inner
 
 # The paper's shapes (spec section 7): vocab, seq_len, config file, per-GPU batch of the paper's run
@@ -74,8 +74,8 @@ def timed(fn, warmup, steps, device):
 def bench_model(name, batch_size, device, dtype, compile_, steps):
     """(train seconds/step, inference seconds/step, cfg, parameters) of one shape."""
     vocab, seq_len, config_file, _ = MODELS[name]
-    C = {**train.configure([os.path.join(ROOT, config_file)]), "dtype": dtype}  # from any working directory
-    cfg = train.model_config(C, dict(vocab_size=vocab, seq_len=seq_len, num_puzzle_identifiers=1000))
+    C = {**configurator.configure([os.path.join(ROOT, config_file)]), "dtype": dtype}  # from any working directory
+    cfg = configurator.model_config(C, dict(vocab_size=vocab, seq_len=seq_len, num_puzzle_identifiers=1000))
     torch.manual_seed(0)
     model = TRM(cfg).to(device).train()
     forward = torch.compile(model) if compile_ else model
@@ -183,12 +183,12 @@ def main():
     if args.steps < 1:
         p.error(f"--steps={args.steps}: must be at least 1 (the median of that many timed steps is reported)")
     try:
-        device = train.resolve_device(args.device)
-        dtype = train.resolve_dtype(args.dtype, device)
-    except train.UserError as e:
+        device = configurator.resolve_device(args.device)
+        dtype = configurator.resolve_dtype(args.dtype, device)
+    except configurator.UserError as e:
         p.error(str(e))
-    peak = train.matmul_flops(getattr(torch, dtype), device)
-    kind = train.cpu_kind() if device == "cpu" else torch.cuda.get_device_name()
+    peak = configurator.matmul_flops(getattr(torch, dtype), device)
+    kind = configurator.cpu_kind() if device == "cpu" else torch.cuda.get_device_name()
     print(f"{device} ({kind}, {torch.get_num_threads()} threads), {dtype}, compile={args.compile}, "
           f"measured {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s")
     for name in names:

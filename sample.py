@@ -27,14 +27,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import configurator
 import dataset
-import train
 from dataset import IGNORE_LABEL_ID, DatasetError
 from prepare_common import InputError
 from model import TRM, Carry, TRMConfig, load_official_state_dict, official_to_ours
 import plot
 
-UserError = train.UserError  # one-line messages, printed without a traceback
+UserError = configurator.UserError  # one-line messages, printed without a traceback
 
 
 # ----------------------------------------------------------------------------------------------
@@ -50,9 +50,9 @@ def load_run(out_dir, device, dtype):
     if not os.path.isfile(path):
         raise UserError(f"{path} not found; train first (python train.py ... --out_dir={out_dir}) or pass "
                         f"--out_dir=<a run directory with ckpt.pt>")
-    state = train.read_checkpoint(path, fix="Is it a train.py checkpoint? Pass --out_dir=<a run directory "
-                                        "with ckpt.pt>")  # data only: a crafted file is refused, never run
-    forward_dtype = train.resolve_dtype(dtype, device)
+    state = configurator.read_checkpoint(path, fix="Is it a train.py checkpoint? Pass --out_dir=<a run directory "
+                                               "with ckpt.pt>")  # data only: a crafted file is refused, never run
+    forward_dtype = configurator.resolve_dtype(dtype, device)
     try:
         model = TRM(TRMConfig(**dict(state["model_config"], forward_dtype=forward_dtype)))
         model.load_state_dict(state["model"])
@@ -72,7 +72,7 @@ def load_official(path, config, data_dir, device, dtype):
     if not config:
         raise UserError("--official_ckpt needs --config=<the config/*.py it was trained with>, "
                         "e.g. --config=config/sudoku_mlp.py")
-    C = train.configure([config])
+    C = configurator.configure([config])
     C["data_dir"] = data_dir or C["data_dir"]
     if not os.path.isfile(path):
         raise UserError(f"--official_ckpt={path}: file not found")
@@ -82,10 +82,10 @@ def load_official(path, config, data_dir, device, dtype):
         ours = {official_to_ours(k): v for k, v in state.items()}
     except Exception as e:
         raise UserError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:100]}); is it a state dict?") from None
-    for key in train.FROM_DATASET:
+    for key in configurator.FROM_DATASET:
         C[key] = None
-    C["dtype"] = train.resolve_dtype(dtype, device)
-    model = TRM(train.model_config(C, official_shape(ours, C)))
+    C["dtype"] = configurator.resolve_dtype(dtype, device)
+    model = TRM(configurator.model_config(C, official_shape(ours, C)))
     try:
         load_official_state_dict(model, state)
     except ValueError as e:
@@ -585,7 +585,7 @@ def parse_args(argv):
 
 
 def run(args):
-    device = train.resolve_device(args.device)
+    device = configurator.resolve_device(args.device)
     if args.official_ckpt:
         model, C = load_official(args.official_ckpt, args.config, args.data_dir, device, args.dtype)
     else:

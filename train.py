@@ -7,8 +7,6 @@ Train a TRM on a dataset written by prepare_*.py (the official layout, see datas
 
 Every setting below can be overridden; the model's settings are TRMConfig's fields (model.py).
 """
-import ast
-import builtins
 import contextlib
 import dataclasses
 import datetime
@@ -17,15 +15,12 @@ import functools
 import json
 import math
 import os
-import pickle
 import queue
-import re
 import shlex
 import signal
 import sys
 import threading
 import time
-import traceback
 
 try:
     import fcntl
@@ -33,7 +28,7 @@ except ImportError:  # Windows
     fcntl = None
 
 # ------------------------------------------------------------------------------------------------
-# Settings: defaults, then config files, then --key=value (see configure()).
+# Settings: defaults, then config files, then --key=value (see configurator.configure()).
 # data and output
 data_dir = "data/sudoku-extreme-1k-aug-1000"
 out_dir = "out"
@@ -49,7 +44,7 @@ eval_max_batches = 0         # > 0: evaluations during training look at that man
 puzzle_id_ablation = "none"  # "blank" | "random": also evaluate with the puzzle identifiers replaced, reported beside
 log_interval = 10
 ckpt_interval = 1000
-# optimisation (spec section 6)
+# optimisation (the paper's, as in the official repository)
 lr = 1e-4
 lr_min_ratio = 1.0           # cosine decay towards lr * lr_min_ratio; 1.0 = constant after warm-up
 lr_warmup_steps = 2000
@@ -103,172 +98,14 @@ import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+import configurator  # noqa: E402
 import dataset  # noqa: E402
 import plot  # noqa: E402
+from configurator import FROM_DATASET, UserError, model_config, read_checkpoint  # noqa: E402
 from model import EMA, TRM, AdamATan2, Carry, PuzzleEmbSignSGD, TRMConfig, act_loss, config_fields  # noqa: E402
 
-# Names from other code bases (nanoGPT, the paper) that users will type.
-ALIASES = dict(learning_rate="lr", batch_size="global_batch_size", max_iters="max_steps", wd="weight_decay",
-               T="H_cycles", n="L_cycles", n_layer="L_layers", n_embd="hidden_size", n_head="num_heads",
-               N_sup="halt_max_steps", forward_dtype="dtype")
-FROM_DATASET = ("vocab_size", "seq_len", "num_puzzle_identifiers")
 # Settings whose change makes a checkpoint unusable: the model's shape and the carry's batch.
 SHAPE_KEYS = tuple(f for f in config_fields() if f != "forward_dtype") + ("global_batch_size",)
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line, no traceback."""
-
-
-def configure(argv, defaults=DEFAULTS):
-    """nanoGPT-style: run each config/*.py given, then apply --key=value (ast.literal_eval'd)."""
-    settings = dict(defaults)
-
-    def assign(key, value, where):
-        if key not in defaults:
-            close = ([ALIASES[key]] if key in ALIASES else []) + difflib.get_close_matches(key, defaults, n=3)
-            raise UserError(f"{where}: unknown setting '{key}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
-        default = defaults[key]
-        if isinstance(default, float) and type(value) is int:
-            value = float(value)
-        ok = (value is None and key in FROM_DATASET) or default is None and type(value) is int \
-            or type(value) is type(default)
-        if not ok:
-            raise UserError(f"{where}: {key}={value!r} is a {type(value).__name__}, expected a "
-                            f"{type(default).__name__} like the default {default!r}")
-        settings[key] = value
-
-    for arg in argv:
-        if arg in ("-h", "--help"):
-            print(__doc__ + "\nSettings and defaults:\n" + "\n".join(f"  --{k}={v!r}" for k, v in defaults.items()))
-            sys.exit(0)
-        if arg.startswith("--"):
-            key, eq, text = arg[2:].partition("=")
-            if not eq:
-                raise UserError(f"{arg}: write overrides as --key=value")
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                value = text  # a bare word is a string: --device=cpu
-            assign(key, value, arg)
-        else:
-            for key, value in run_config_file(arg).items():
-                if not key.startswith("_") and not callable(value) and type(value).__name__ != "module":
-                    assign(key, value, arg)
-    check_ranges(settings)
-    return settings
-
-
-def run_config_file(path):
-    """The names a config file assigns. Config files are Python, run as they are (as nanoGPT's):
-    run only your own. Any error in one is reported as its path and line."""
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: config file not found (configs live in config/)")
-    try:
-        code = builtins.compile(dataset.read_text(path), path, "exec")  # `compile` is a setting here
-    except dataset.DatasetError as e:
-        raise UserError(str(e)) from None
-    except SyntaxError as e:
-        raise UserError(f"{path}:{e.lineno}: {e.msg}; fix the config file") from None
-    scope = {}
-    try:
-        exec(code, scope)
-    except Exception as e:
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
-        line = f":{frames[-1].lineno}" if frames else ""
-        raise UserError(f"{path}{line}: {type(e).__name__}: {e}; fix the config file") from None
-    return scope
-
-
-# Allowed ranges of the numeric settings, (lowest, highest); None = unbounded. Model shapes are
-# checked again by TRMConfig.
-RANGES = dict(global_batch_size=(1, None), epochs=(1, None), max_steps=(0, None), max_minutes=(0, None),
-              eval_interval=(1, None), eval_max_batches=(0, None), log_interval=(1, None), ckpt_interval=(1, None),
-              lr=(0, None), lr_min_ratio=(0, 1), lr_warmup_steps=(0, None), weight_decay=(0, None),
-              beta1=(0, 1), beta2=(0, 1), puzzle_emb_lr=(0, None), puzzle_emb_weight_decay=(0, None),
-              ema_rate=(0, 1), ddp_timeout_minutes=(0.01, None), seed=(0, 2**63 - 1), vocab_size=(1, None),
-              seq_len=(1, None), num_puzzle_identifiers=(1, None), hidden_size=(1, None), num_heads=(1, None),
-              expansion=(0.01, None), L_layers=(1, None), H_cycles=(1, None), L_cycles=(1, None),
-              halt_max_steps=(1, None), halt_exploration_prob=(0, 1), puzzle_emb_ndim=(0, None),
-              puzzle_emb_len=(0, None), rope_theta=(1e-9, None), rms_norm_eps=(1e-30, None))
-
-
-def check_ranges(settings):
-    for key, (lo, hi) in RANGES.items():
-        value = settings.get(key)
-        if value is None or isinstance(value, bool):
-            continue
-        if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
-            allowed = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
-            raise UserError(f"{key}={value!r} is out of range: use a value {allowed}")
-
-
-# ------------------------------------------------------------------------------------------------
-# Device, precision, data
-
-
-def resolve_device(name):
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device='cuda' but this torch build sees no CUDA GPU; use --device=cpu (or auto)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("device='mps' but MPS is not available here; use --device=cpu (or auto)")
-    if name not in ("cpu", "cuda", "mps"):
-        raise UserError(f"device={name!r}: use auto, cpu, cuda or mps")
-    return name
-
-
-def matmul_flops(dtype, device="cpu", n=2048, reps=5):
-    """Measured FLOP/s of an n x n matmul in `dtype`: the peak bench.py's MFU divides by."""
-    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0)).to(device, dtype)  # global RNG untouched
-    for i in range(reps + 1):  # the first is a warm-up: thread pool, kernel choice
-        if i == 1:
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-        a @ a
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - t)
-
-
-FAST_BF16 = 1.25  # dtype=auto: bf16 must beat float32 by this much to be worth its rounding
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_bf16_speedup():
-    """How many times faster a bf16 matmul runs than a float32 one on this CPU, measured once (a few
-    ms; a quarter second where bf16 is emulated). Flags alone cannot tell: about 4x with AMX and on
-    AMD Zen 5's AVX-512, about 0.5x on AVX-512 CPUs whose bf16 is slow, under 0.05x on AVX2."""
-    return matmul_flops(torch.bfloat16, n=512, reps=3) / matmul_flops(torch.float32, n=512, reps=3)
-
-
-def cpu_kind():
-    """The CPU kinds whose speeds differ, to label measured figures: 'AMX', 'AVX-512 fast-bf16'
-    (bf16 faster than float32 without AMX), 'AVX-512' (bf16 slower) or 'AVX2'."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return "unknown"
-    if "amx_bf16" in flags:
-        return "AMX"
-    if "avx512f" in flags:
-        return "AVX-512 fast-bf16" if cpu_bf16_speedup() > FAST_BF16 else "AVX-512"
-    return "AVX2"
-
-
-def resolve_dtype(name, device_type):
-    """auto: bf16 on CUDA, and on a CPU where a bf16 matmul measures faster than float32; float32
-    elsewhere (MPS, and CPUs where bf16 is slow or emulated)."""
-    if name == "auto":
-        fast_bf16 = (device_type == "cuda" and torch.cuda.is_bf16_supported()) or \
-            (device_type == "cpu" and cpu_bf16_speedup() > FAST_BF16)
-        return "bfloat16" if fast_bf16 else "float32"
-    if name not in ("bfloat16", "float32", "float64"):
-        raise UserError(f"dtype={name!r}: use auto, bfloat16, float32 or float64")
-    return name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -324,21 +161,6 @@ def gather_to_rank0(obj, world):
     out = [None] * world if dist.get_rank() == 0 else None
     dist.gather_object(obj, out, dst=0)
     return out
-
-
-def model_config(C, meta):
-    fields = {k: C[k] for k in config_fields() if k in C}
-    for key in FROM_DATASET:
-        if fields[key] is None:
-            fields[key] = meta[key]
-        elif fields[key] != meta[key]:
-            raise UserError(f"{key}={fields[key]} but the dataset {C['data_dir']} has {key}={meta[key]}; "
-                            f"drop the setting to take it from the dataset")
-    fields["forward_dtype"] = C["dtype"]
-    try:
-        return TRMConfig(**fields)
-    except ValueError as e:
-        raise UserError(str(e)) from None
 
 
 def to_device(batch, device):
@@ -526,23 +348,6 @@ def save_checkpoint(path, state):
             raise UserError(f"{path}: cannot write the checkpoint ({reason}; is the disk full?); {path} {kept}") \
                 from None
         raise
-
-
-def read_checkpoint(path, fix="Restore it from a backup, or start over with --init_from=scratch --out_dir=<new dir>"):
-    """A checkpoint's contents, loaded as data only: tensors, numbers, strings, lists and dicts.
-    torch.load's weights_only=True refuses any other pickled object, so a crafted file cannot run code."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        refused = re.search(r"GLOBAL (\S+)", str(e)) if isinstance(e, pickle.UnpicklingError) else None
-        if refused:  # weights_only met an object it will not build: never load it another way
-            raise UserError(f"{path} was refused: it holds a Python object ({refused[1]}) where a checkpoint has "
-                            f"only tensors and plain data; checkpoints are loaded as data only, never run") from None
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
-        raise UserError(f"{path} is unreadable ({type(e).__name__}: {reason}); it was left untouched. {fix}") from None
-    if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in ("config", "model", "model_config")):
-        raise UserError(f"{path} is not a train.py checkpoint (no config, model and model_config entries)")
-    return state
 
 
 def load_checkpoint(path, C, world=1):
@@ -733,11 +538,21 @@ class Interrupted(UserError):
 
 
 def train(C):
-    dev = resolve_device(C["device"])
+    dev, rank, local_rank, world = start_process(C)
+    # Both held until the run ends, however it ends: out_dir for this run alone, data_dir against --overwrite.
+    with take_out_dir(C["out_dir"], rank == 0, dev, world), dataset.reading(C["data_dir"]):
+        run = setup(C, dev, rank, local_rank, world)
+        begin(run)
+        train_loop(run)
+        return finish(run)
+
+
+def start_process(C):
+    """This process's device, precision and place among the data-parallel ranks: (dev, rank, local_rank, world)."""
+    dev = configurator.resolve_device(C["device"])
     rank, local_rank, world = init_distributed(C, dev)
-    master = rank == 0  # rank 0 alone logs, evaluates the task metrics and writes files
     torch.manual_seed(C["seed"])  # the same initial model on every rank
-    auto_dtype, C["dtype"] = C["dtype"] == "auto", resolve_dtype(C["dtype"], dev)
+    auto_dtype, C["dtype"] = C["dtype"] == "auto", configurator.resolve_dtype(C["dtype"], dev)
     if auto_dtype and world > 1 and dev == "cpu":  # timings may differ between ranks: all must agree
         C["dtype"] = "bfloat16" if all_sum([C["dtype"] == "bfloat16"], dev, world)[0] == world else "float32"
     if dev == "cuda":
@@ -746,18 +561,73 @@ def train(C):
         raise UserError(f"init_from={C['init_from']!r}: use scratch or resume")
     if C["puzzle_id_ablation"] not in ("none", "blank", "random"):
         raise UserError(f"puzzle_id_ablation={C['puzzle_id_ablation']!r}: use none, blank or random")
-    # Both held until the run ends, however it ends: out_dir for this run alone, data_dir against --overwrite.
-    with take_out_dir(C["out_dir"], master, dev, world), dataset.reading(C["data_dir"]):
-        return run(C, dev, rank, local_rank, world)
+    return dev, rank, local_rank, world
 
 
-def run(C, dev, rank, local_rank, world):
-    """The run itself, in out_dir that this process holds: data, model, the training loop, the final evaluation."""
-    master = rank == 0
+@dataclasses.dataclass
+class Run:
+    """A run in out_dir, which this process holds: what setup() builds, and the state that the loop,
+    the logs, the evaluations and the checkpoints read and advance, passed to each explicitly."""
+    C: dict
+    dev: str
+    rank: int
+    world: int
+    ckpt_path: str
+    metrics_path: str
+    loader: dataset.TrainLoader
+    data_fingerprint: str
+    eval_fingerprint: str
+    cfg: TRMConfig
+    model: TRM
+    step_fn: object  # the model, compiled or not: what evaluation calls
+    train_fn: object  # step_fn, wrapped in DDP under torchrun: what training calls
+    opt: AdamATan2
+    emb_opt: PuzzleEmbSignSGD  # None without a puzzle-embedding prefix
+    ema: EMA  # None with ema=False
+    total_steps: int  # the learning-rate schedule's horizon
+    passes: int  # passes of eval_interval epochs, an evaluation after each
+    last_step: int
+    bad_step: torch.Tensor  # the first step whose loss was not finite, or NO_BAD_STEP; on the device
+    step: int = 0
+    carry: Carry = None
+    sums: dict = dataclasses.field(default_factory=dict)  # metric sums since the last log line
+    seen: int = 0  # examples since the last log line
+    t_start: float = 0.0
+    t_log: float = 0.0
+    # A checkpoint taken at step c is written once step c + 1's loss, computed from its weights, is
+    # known to be finite: a checkpoint on disk is one that training could go on from.
+    pending: dict = None
+    loader_state: dict = None  # the loader's state as of the batch this step trains on
+    stop: dict = dataclasses.field(default_factory=lambda: {"asked": False})  # Ctrl-C pressed once
+    wandb: object = None  # the wandb module, on rank 0 with wandb_log
+
+    @property
+    def master(self):
+        return self.rank == 0  # rank 0 alone logs, evaluates the task metrics and writes files
+
+
+def setup(C, dev, rank, local_rank, world):
+    """Data, model, optimisers and schedule of the run, checked before any training."""
     ckpt_path, metrics_path = os.path.join(C["out_dir"], "ckpt.pt"), os.path.join(C["out_dir"], "metrics.jsonl")
     if C["init_from"] == "scratch" and os.path.exists(ckpt_path):
         raise UserError(f"{ckpt_path} exists: continue it with --init_from=resume, or pick another --out_dir "
                         f"(or delete it) to start from scratch")
+    loader, eval_meta, data_fingerprint, eval_fingerprint = open_data(C, rank, world)
+    cfg = checked_model_config(C, loader.meta, eval_meta)
+    model, step_fn, train_fn, opt, emb_opt, ema = build_model(C, cfg, dev, rank, local_rank, world)
+    # The official schedule horizon; training itself stops after `epochs` epochs (or max_steps).
+    total_steps = C["max_steps"] or dataset.total_train_steps(loader.meta, C["epochs"], C["global_batch_size"])
+    passes = max(1, C["epochs"] // loader.epochs_per_iter)  # an evaluation after each
+    last_step = C["max_steps"] or passes * loader.batches_per_pass  # exact for 1-example puzzles
+    bad_step = torch.full((), NO_BAD_STEP, dtype=torch.float32 if dev == "mps" else torch.float64, device=dev)
+    return Run(C=C, dev=dev, rank=rank, world=world, ckpt_path=ckpt_path, metrics_path=metrics_path, loader=loader,
+               data_fingerprint=data_fingerprint, eval_fingerprint=eval_fingerprint, cfg=cfg, model=model,
+               step_fn=step_fn, train_fn=train_fn, opt=opt, emb_opt=emb_opt, ema=ema, total_steps=total_steps,
+               passes=passes, last_step=last_step, bad_step=bad_step)
+
+
+def open_data(C, rank, world):
+    """(this rank's training loader, the eval split's meta, both splits' fingerprints)."""
     try:
         loader = dataset.TrainLoader(C["data_dir"], C["global_batch_size"], rank=rank, world_size=world,
                                      seed=C["seed"], epochs_per_iter=max(1, min(C["eval_interval"], C["epochs"])))
@@ -770,7 +640,11 @@ def run(C, dev, rank, local_rank, world):
     if C["global_batch_size"] > per_epoch:
         raise UserError(f"global_batch_size {C['global_batch_size']} is larger than the training set of "
                         f"{C['data_dir']} ({per_epoch:.0f} examples per epoch); lower the batch size")
-    cfg = model_config(C, loader.meta)
+    return loader, eval_meta, data_fingerprint, eval_fingerprint
+
+
+def checked_model_config(C, meta, eval_meta):
+    cfg = model_config(C, meta)
     differ = [f"{k} {eval_meta[k]} vs {getattr(cfg, k)}" for k in FROM_DATASET if eval_meta[k] != getattr(cfg, k)]
     if differ:  # checked once here: the forward does not validate batches
         raise UserError(f"{C['data_dir']}: the {C['eval_split']} split does not fit the train split "
@@ -778,6 +652,11 @@ def run(C, dev, rank, local_rank, world):
     if C["puzzle_id_ablation"] == "random" and cfg.num_puzzle_identifiers < 2:
         raise UserError(f"puzzle_id_ablation=random: {C['data_dir']} has no puzzle identifiers besides the blank one "
                         f"(only ARC has); use blank or none")
+    return cfg
+
+
+def build_model(C, cfg, dev, rank, local_rank, world):
+    """(model, step_fn, train_fn, opt, emb_opt, ema); see Run."""
     model = TRM(cfg).to(dev)
     if world > 1:
         torch.manual_seed(C["seed"] + rank)  # as the official code: each rank explores differently
@@ -791,183 +670,222 @@ def run(C, dev, rank, local_rank, world):
     emb_opt = PuzzleEmbSignSGD(model.puzzle_emb, lr=C["puzzle_emb_lr"], weight_decay=C["puzzle_emb_weight_decay"]) \
         if cfg.prefix_len else None
     ema = EMA(model, C["ema_rate"]) if C["ema"] else None
-    # The official schedule horizon; training itself stops after `epochs` epochs (or max_steps).
-    total_steps = C["max_steps"] or dataset.total_train_steps(loader.meta, C["epochs"], C["global_batch_size"])
-    passes = max(1, C["epochs"] // loader.epochs_per_iter)  # an evaluation after each
-    last_step = C["max_steps"] or passes * loader.batches_per_pass  # exact for 1-example puzzles
-    step, carry = 0, None
+    return model, step_fn, train_fn, opt, emb_opt, ema
+
+
+def begin(run):
+    """Resume, or start afresh keeping an old log; then config.json, the run's one-line summary, wandb."""
+    C = run.C
     if C["init_from"] == "resume":
-        state = load_checkpoint(ckpt_path, C, world)
-        check_same_data(state, C, data_fingerprint, ckpt_path)
-        if state.get("eval_fingerprint", eval_fingerprint) != eval_fingerprint:
-            print(f"note: the {C['eval_split']} split of {C['data_dir']} is not the one {ckpt_path} was evaluated on")
-        try:
-            carry, step = restore(state, model, opt, emb_opt, ema, loader, rank, dev)
-        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError, IndexError) as e:
-            raise UserError(f"{ckpt_path} does not hold what train.py writes ({type(e).__name__}: "
-                            f"{str(e).strip().splitlines()[0][:100] if str(e).strip() else ''}); it was left "
-                            f"untouched: start over with --init_from=scratch --out_dir=<new dir>") from None
-        if master:
-            truncate_jsonl(metrics_path, step)
-            print(f"resumed from {ckpt_path} at step {step}")
-    elif master and os.path.exists(metrics_path):
-        print(f"{metrics_path}: kept as {keep_old_log(metrics_path)} (a new run starts here)")
-    if master:
+        resume(run)
+    elif run.master and os.path.exists(run.metrics_path):
+        print(f"{run.metrics_path}: kept as {keep_old_log(run.metrics_path)} (a new run starts here)")
+    if run.master:
         write_text_atomic(os.path.join(C["out_dir"], "config.json"), json.dumps(C, indent=1))
-        print(f"TRM: {model.num_params() / 1e6:.2f}M parameters, {dev} {C['dtype']}, {world} process(es), "
-              f"{last_step} steps of {C['global_batch_size']} puzzles; config: {json.dumps(C)}")
-    if C["wandb_log"] and master:
+        print(f"TRM: {run.model.num_params() / 1e6:.2f}M parameters, {run.dev} {C['dtype']}, {run.world} process(es), "
+              f"{run.last_step} steps of {C['global_batch_size']} puzzles; config: {json.dumps(C)}")
+    if C["wandb_log"] and run.master:
         import wandb
         wandb.init(project=C["wandb_project"], name=C["wandb_run_name"], config=C)
+        run.wandb = wandb
 
-    def last_good():
-        return (f"{ckpt_path} holds the last good state" if os.path.exists(ckpt_path)
-                else f"no checkpoint was written yet (the first comes at step {C['ckpt_interval']})")
 
-    def stop_if_bad():
-        """The first step whose loss was not finite, on any rank: read here, at log and checkpoint time
-        only, so that the steps in between never wait for the device."""
-        (first,) = all_min([bad_step], dev, world)
-        if first < NO_BAD_STEP:
-            raise UserError(f"loss is not finite at step {first:.0f}; stopped. {last_good()} "
-                            f"(try a lower --lr, or --dtype=float32)")
-
-    def snapshot():
-        """Everything a resume needs, as of now, copied to the CPU (rank 0; None elsewhere): every rank's
-        ACT carry, random state and unlogged metric sums, so that a resumed run continues exactly."""
-        carries = gather_to_rank0(carry_to(vars(carry), "cpu"), world)
-        rngs = gather_to_rank0(dict(torch=torch.get_rng_state(),
-                                    cuda=torch.cuda.get_rng_state() if dev.startswith("cuda") else None), world)
-        log_sums = gather_to_rank0(dict(sums), world)  # each rank's part of the next log line
-        if master:
-            return cpu_copy(dict(
-                model=model.state_dict(), optimizer=opt.state_dict(), emb_optimizer=emb_opt and emb_opt.state_dict(),
-                ema=ema and ema.state_dict(), loader=loader_state, carry=carries, rng=rngs, step=step,
-                log_sums=log_sums, log_seen=seen, config=C, model_config=dataclasses.asdict(cfg),
-                data_fingerprint=data_fingerprint, eval_fingerprint=eval_fingerprint))
-
-    def write(state):
-        if master and state is not None:
-            save_checkpoint(ckpt_path, state)
-
-    def run_eval(final=False):
-        with ema.swapped_in(model) if ema else contextlib.nullcontext():
-            result = evaluate(model, C, dev, step_fn, max_batches=0 if final else C["eval_max_batches"],
-                              out_dir=C["out_dir"], world=world)
-            if C["puzzle_id_ablation"] != "none":
-                ablated = evaluate(model, C, dev, step_fn, max_batches=0 if final else C["eval_max_batches"],
-                                   world=world, ids=C["puzzle_id_ablation"])
-                result.update({f"ids_{C['puzzle_id_ablation']}/{k}": v for k, v in ablated.items()})
-        if not master:
-            return result
-        if result.get("labelled") == 0.0:  # e.g. ARC evaluation challenges without solutions: nothing to score
-            result = {k: v for k, v in result.items() if k in ("steps", "count", "labelled", "tasks_total")}
-        record = dict(iter=step, split=C["eval_split"], **result)
-        append_jsonl(metrics_path, record)
-        try:
-            plot.plot_curves(metrics_path, os.path.join(C["out_dir"], "curves.png"))
-        except OSError as e:  # a picture is not worth stopping the run for
-            tqdm.write(f"curves.png not written: {e.strerror or e}")
-        extra = "".join(f", {k} {v:.2%}" for k, v in result.items() if k.endswith("_rate") or "pass@" in k
-                        or (k.startswith("ids_") and k.endswith("exact_accuracy")))
-        if result.get("labelled") == 0.0:
-            tqdm.write(f"eval @ {step}: no labels: predictions and submission.json only "
-                       f"({result.get('tasks_total', 0):.0f} tasks, in {C['out_dir']})")
-        else:
-            tqdm.write(f"eval @ {step}: exact {result.get('exact_accuracy', 0):.2%}, token "
-                       f"{result.get('accuracy', 0):.2%}, steps {result.get('steps', 0):.1f}, q_halt acc "
-                       f"{result.get('q_halt_accuracy', 0):.2%}{extra}")
-        if C["wandb_log"]:
-            wandb.log({f"eval/{k}": v for k, v in result.items()}, step=step)
-        return result
-
-    model.train()
-    bar = tqdm(total=last_step, initial=step, desc="train", dynamic_ncols=True, disable=not master)
-    t_start, t_log, sums, seen = time.time(), time.time(), {}, 0
-    if C["init_from"] == "resume":
-        sums, seen = state["log_sums"], state["log_seen"]
-        sums = sums[rank] if isinstance(sums, list) else sums  # older checkpoints: one dict
-    bad_step = torch.full((), NO_BAD_STEP, dtype=torch.float32 if dev == "mps" else torch.float64, device=dev)
-    # A checkpoint taken at step c is written once step c + 1's loss, computed from its weights, is
-    # known to be finite: a checkpoint on disk is one that training could go on from.
-    pending, loader_state = None, loader.state_dict()
-    # Ctrl-C asks to stop at the end of the current step, with a checkpoint; a second one stops at once.
-    stop = {"asked": False}
-
-    def on_ctrl_c(signum, frame):
-        if stop["asked"]:
-            raise KeyboardInterrupt
-        stop["asked"] = True
-        tqdm.write("Ctrl-C: stopping after this step with a checkpoint (press again to stop at once)")
-    previous_handler = signal.signal(signal.SIGINT, on_ctrl_c)
-    batches = Prefetcher(loader, dev)  # the next batch is read and copied while this step runs
+def resume(run):
+    """Continue from ckpt.pt exactly: weights, optimisers, EMA, loader, and every rank's ACT carry,
+    random state and unlogged metric sums."""
+    C, ckpt_path = run.C, run.ckpt_path
+    state = load_checkpoint(ckpt_path, C, run.world)
+    check_same_data(state, C, run.data_fingerprint, ckpt_path)
+    if state.get("eval_fingerprint", run.eval_fingerprint) != run.eval_fingerprint:
+        print(f"note: the {C['eval_split']} split of {C['data_dir']} is not the one {ckpt_path} was evaluated on")
     try:
-        while step < last_step:
+        run.carry, run.step = restore(state, run.model, run.opt, run.emb_opt, run.ema, run.loader, run.rank, run.dev)
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError, IndexError) as e:
+        raise UserError(f"{ckpt_path} does not hold what train.py writes ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:100] if str(e).strip() else ''}); it was left "
+                        f"untouched: start over with --init_from=scratch --out_dir=<new dir>") from None
+    if run.master:
+        truncate_jsonl(run.metrics_path, run.step)
+        print(f"resumed from {ckpt_path} at step {run.step}")
+    sums, run.seen = state["log_sums"], state["log_seen"]
+    run.sums = sums[run.rank] if isinstance(sums, list) else sums  # older checkpoints: one dict
+
+
+def train_loop(run):
+    """Steps until last_step, the last pass, max_minutes or Ctrl-C; an evaluation after each pass."""
+    C = run.C
+    run.model.train()
+    bar = tqdm(total=run.last_step, initial=run.step, desc="train", dynamic_ncols=True, disable=not run.master)
+    run.t_start = run.t_log = time.time()
+    run.loader_state = run.loader.state_dict()
+    # Ctrl-C asks to stop at the end of the current step, with a checkpoint; a second one stops at once.
+    previous_handler = signal.signal(signal.SIGINT, functools.partial(on_ctrl_c, run.stop))
+    batches = Prefetcher(run.loader, run.dev)  # the next batch is read and copied while this step runs
+    try:
+        while run.step < run.last_step:
             batch, new_pass, next_state = batches.next()
-            if new_pass and step > 0:  # a pass of eval_interval epochs is over
-                if next_state["iteration"] >= passes:
+            if new_pass and run.step > 0:  # a pass of eval_interval epochs is over
+                if next_state["iteration"] >= run.passes:
                     break
-                run_eval()
-            loader_state = next_state
-            if carry is None:
-                carry = model.initial_carry(batch)
-            step += 1
-            for optimizer, base in ((opt, C["lr"]), (emb_opt, C["puzzle_emb_lr"])):
-                for group in optimizer.param_groups if optimizer else ():
-                    group["lr"] = lr_at(step, base, C, total_steps)
-            carry, outputs = train_fn(carry, batch)
-            loss, metrics = act_loss(carry, outputs, cfg.loss_type)
-            # The loss sums over this rank's puzzles; DDP averages over ranks, hence world / global batch.
-            ((world / C["global_batch_size"]) * loss).backward()
-            bad_step = torch.where(torch.isfinite(loss.detach()) | (bad_step < NO_BAD_STEP), bad_step, step)
-            if pending is not None:  # this step's loss came from the pending checkpoint's weights
-                stop_if_bad()
-                write(pending)
-                pending = None
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if emb_opt:
-                emb_opt.step()
-            if ema:
-                ema.update(model)
-            add_into(sums, metrics)
-            seen += len(batch["inputs"])
+                run_eval(run)
+            run.loader_state = next_state
+            train_step(run, batch)
             bar.update(1)
-            at_log = step % C["log_interval"] == 0 or step == last_step
+            at_log = run.step % C["log_interval"] == 0 or run.step == run.last_step
             if at_log:
-                stop_if_bad()
-                (seen,) = all_sum([seen], dev, world)
-                rate = seen / (time.time() - t_log)
-                record = dict(iter=step, split="train", lr=lr_at(step, C["lr"], C, total_steps), examples_per_s=rate,
-                              **summarise(all_sum_dict(sums, dev, world), seen))
-                if master:
-                    append_jsonl(metrics_path, record)
-                    bar.set_postfix(loss=f"{record['lm_loss']:.3f}", acc=f"{record.get('accuracy', 0):.3f}",
-                                    exact=f"{record.get('exact_accuracy', 0):.3f}", ex_s=f"{rate:.0f}")
-                    if C["wandb_log"]:
-                        wandb.log({f"train/{k}": v for k, v in record.items()}, step=step)
-                t_log, sums, seen = time.time(), {}, 0
-            timed_out, interrupted = stop_requests(C, t_start, stop, at_log or step % C["ckpt_interval"] == 0,
-                                                   dev, world)
+                log_train(run, bar)
+            timed_out, interrupted = stop_requests(C, run.t_start, run.stop,
+                                                   at_log or run.step % C["ckpt_interval"] == 0, run.dev, run.world)
             if interrupted:
-                stop_if_bad()
-                write(snapshot())
-                raise Interrupted(f"interrupted at step {step}; {ckpt_path} holds it")
-            if step % C["ckpt_interval"] == 0:
-                stop_if_bad()
-                pending = snapshot()
+                stop_if_bad(run)
+                write_checkpoint(run, snapshot(run))
+                raise Interrupted(f"interrupted at step {run.step}; {run.ckpt_path} holds it")
+            if run.step % C["ckpt_interval"] == 0:
+                stop_if_bad(run)
+                run.pending = snapshot(run)
             if timed_out:
-                if master:
-                    tqdm.write(f"max_minutes={C['max_minutes']} reached at step {step}")
+                if run.master:
+                    tqdm.write(f"max_minutes={C['max_minutes']} reached at step {run.step}")
                 break
     finally:
         batches.close()
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
-    stop_if_bad()
-    write(snapshot())
-    result = run_eval(final=True)
-    if world > 1:
+
+
+def on_ctrl_c(stop, signum, frame):
+    if stop["asked"]:
+        raise KeyboardInterrupt
+    stop["asked"] = True
+    tqdm.write("Ctrl-C: stopping after this step with a checkpoint (press again to stop at once)")
+
+
+def train_step(run, batch):
+    """One optimiser step: the ACT carry advances one supervision step on this batch."""
+    C = run.C
+    if run.carry is None:
+        run.carry = run.model.initial_carry(batch)
+    run.step += 1
+    for optimizer, base in ((run.opt, C["lr"]), (run.emb_opt, C["puzzle_emb_lr"])):
+        for group in optimizer.param_groups if optimizer else ():
+            group["lr"] = lr_at(run.step, base, C, run.total_steps)
+    run.carry, outputs = run.train_fn(run.carry, batch)
+    loss, metrics = act_loss(run.carry, outputs, run.cfg.loss_type)
+    # The loss sums over this rank's puzzles; DDP averages over ranks, hence world / global batch.
+    ((run.world / C["global_batch_size"]) * loss).backward()
+    run.bad_step = torch.where(torch.isfinite(loss.detach()) | (run.bad_step < NO_BAD_STEP), run.bad_step, run.step)
+    if run.pending is not None:  # this step's loss came from the pending checkpoint's weights
+        stop_if_bad(run)
+        write_checkpoint(run, run.pending)
+        run.pending = None
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    if run.emb_opt:
+        run.emb_opt.step()
+    if run.ema:
+        run.ema.update(run.model)
+    add_into(run.sums, metrics)
+    run.seen += len(batch["inputs"])
+
+
+def log_train(run, bar):
+    """The training metrics since the last log line, summed over ranks: metrics.jsonl, the bar, wandb."""
+    C = run.C
+    stop_if_bad(run)
+    (run.seen,) = all_sum([run.seen], run.dev, run.world)
+    rate = run.seen / (time.time() - run.t_log)
+    record = dict(iter=run.step, split="train", lr=lr_at(run.step, C["lr"], C, run.total_steps), examples_per_s=rate,
+                  **summarise(all_sum_dict(run.sums, run.dev, run.world), run.seen))
+    if run.master:
+        append_jsonl(run.metrics_path, record)
+        bar.set_postfix(loss=f"{record['lm_loss']:.3f}", acc=f"{record.get('accuracy', 0):.3f}",
+                        exact=f"{record.get('exact_accuracy', 0):.3f}", ex_s=f"{rate:.0f}")
+        if run.wandb:
+            run.wandb.log({f"train/{k}": v for k, v in record.items()}, step=run.step)
+    run.t_log, run.sums, run.seen = time.time(), {}, 0
+
+
+def last_good(run):
+    return (f"{run.ckpt_path} holds the last good state" if os.path.exists(run.ckpt_path)
+            else f"no checkpoint was written yet (the first comes at step {run.C['ckpt_interval']})")
+
+
+def stop_if_bad(run):
+    """The first step whose loss was not finite, on any rank: read here, at log and checkpoint time
+    only, so that the steps in between never wait for the device."""
+    (first,) = all_min([run.bad_step], run.dev, run.world)
+    if first < NO_BAD_STEP:
+        raise UserError(f"loss is not finite at step {first:.0f}; stopped. {last_good(run)} "
+                        f"(try a lower --lr, or --dtype=float32)")
+
+
+def snapshot(run):
+    """Everything a resume needs, as of now, copied to the CPU (rank 0; None elsewhere): every rank's
+    ACT carry, random state and unlogged metric sums, so that a resumed run continues exactly."""
+    carries = gather_to_rank0(carry_to(vars(run.carry), "cpu"), run.world)
+    rngs = gather_to_rank0(dict(torch=torch.get_rng_state(),
+                                cuda=torch.cuda.get_rng_state() if run.dev.startswith("cuda") else None), run.world)
+    log_sums = gather_to_rank0(dict(run.sums), run.world)  # each rank's part of the next log line
+    if run.master:
+        return cpu_copy(dict(
+            model=run.model.state_dict(), optimizer=run.opt.state_dict(),
+            emb_optimizer=run.emb_opt and run.emb_opt.state_dict(), ema=run.ema and run.ema.state_dict(),
+            loader=run.loader_state, carry=carries, rng=rngs, step=run.step, log_sums=log_sums, log_seen=run.seen,
+            config=run.C, model_config=dataclasses.asdict(run.cfg), data_fingerprint=run.data_fingerprint,
+            eval_fingerprint=run.eval_fingerprint))
+
+
+def write_checkpoint(run, state):
+    if run.master and state is not None:
+        save_checkpoint(run.ckpt_path, state)
+
+
+def run_eval(run, final=False):
+    """Evaluate the EMA weights (and, with puzzle_id_ablation, with the identifiers replaced); rank 0 logs it."""
+    C, model = run.C, run.model
+    with run.ema.swapped_in(model) if run.ema else contextlib.nullcontext():
+        result = evaluate(model, C, run.dev, run.step_fn, max_batches=0 if final else C["eval_max_batches"],
+                          out_dir=C["out_dir"], world=run.world)
+        if C["puzzle_id_ablation"] != "none":
+            ablated = evaluate(model, C, run.dev, run.step_fn, max_batches=0 if final else C["eval_max_batches"],
+                               world=run.world, ids=C["puzzle_id_ablation"])
+            result.update({f"ids_{C['puzzle_id_ablation']}/{k}": v for k, v in ablated.items()})
+    if not run.master:
+        return result
+    if result.get("labelled") == 0.0:  # e.g. ARC evaluation challenges without solutions: nothing to score
+        result = {k: v for k, v in result.items() if k in ("steps", "count", "labelled", "tasks_total")}
+    log_eval(run, result)
+    return result
+
+
+def log_eval(run, result):
+    """An evaluation's metrics: metrics.jsonl, curves.png, one printed line, wandb."""
+    C, step = run.C, run.step
+    record = dict(iter=step, split=C["eval_split"], **result)
+    append_jsonl(run.metrics_path, record)
+    try:
+        plot.plot_curves(run.metrics_path, os.path.join(C["out_dir"], "curves.png"))
+    except OSError as e:  # a picture is not worth stopping the run for
+        tqdm.write(f"curves.png not written: {e.strerror or e}")
+    extra = "".join(f", {k} {v:.2%}" for k, v in result.items() if k.endswith("_rate") or "pass@" in k
+                    or (k.startswith("ids_") and k.endswith("exact_accuracy")))
+    if result.get("labelled") == 0.0:
+        tqdm.write(f"eval @ {step}: no labels: predictions and submission.json only "
+                   f"({result.get('tasks_total', 0):.0f} tasks, in {C['out_dir']})")
+    else:
+        tqdm.write(f"eval @ {step}: exact {result.get('exact_accuracy', 0):.2%}, token "
+                   f"{result.get('accuracy', 0):.2%}, steps {result.get('steps', 0):.1f}, q_halt acc "
+                   f"{result.get('q_halt_accuracy', 0):.2%}{extra}")
+    if run.wandb:
+        run.wandb.log({f"eval/{k}": v for k, v in result.items()}, step=step)
+
+
+def finish(run):
+    """The last checkpoint and the final evaluation, on the whole eval split; its metrics are returned."""
+    stop_if_bad(run)
+    write_checkpoint(run, snapshot(run))
+    result = run_eval(run, final=True)
+    if run.world > 1:
         dist.barrier()  # rank 0's last receives (the evaluation gather) done before any rank tears down gloo
         dist.destroy_process_group()
     return result
@@ -978,7 +896,7 @@ def main(argv):
     resume = " ".join(["python train.py", *[shlex.quote(a) for a in argv if not a.startswith("--init_from=")],
                        "--init_from=resume"])
     try:
-        C = configure(argv)
+        C = configurator.configure(argv, DEFAULTS, __doc__)
         train(C)
     except Interrupted as e:
         sys.exit(f"train.py{where}: {e}; continue with: {resume}")

@@ -1,4 +1,4 @@
-# The paper's ARC-AGI-1 run (44.6% pass@2 reported; spec section 7): the attention TRM with RoPE, hidden 512,
+# The paper's ARC-AGI-1 run (44.6% pass@2 reported): the attention TRM with RoPE, hidden 512,
 # T=3, n=4, 16 supervision steps; about 3 days on 4 H100 (bf16 + compile). Data: ARC-AGI-1 training and
 # evaluation tasks plus ConceptARC, 1000 augmentations each, scored on the evaluation tasks' test inputs:
 #   python prepare_arc.py --source <directory holding the arc-agi_*_challenges.json files>

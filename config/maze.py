@@ -1,4 +1,4 @@
-# The paper's Maze-Hard run (85.3% exact, 6.8M parameters; spec section 7): attention with RoPE, T=3, n=4.
+# The paper's Maze-Hard run (85.3% exact, 6.8M parameters): attention with RoPE, T=3, n=4.
 # Needs 4 L40S for about 24 hours in the paper (bf16 + compile). Data, 1000 train and 1000 test mazes:
 #   python prepare_maze.py --download        # sapientinc/maze-30x30-hard-1k -> data/maze-30x30-hard-1k
 # train.py's defaults are the paper's (hidden 512, N_sup=16, batch 768, 2000 warm-up steps, EMA 0.999,

@@ -1,6 +1,7 @@
 # The quick start's stretch: medium 9x9 Sudoku (26-30 givens, 29% need a guess) in 10 minutes.
 #   python prepare_sudoku.py --difficulty medium && python train.py config/sudoku_cpu_medium.py
-exec(open("config/sudoku_cpu.py").read())
+import os  # __file__ is this file's path: sudoku_cpu.py is found from any working directory
+exec(open(os.path.join(os.path.dirname(__file__), "sudoku_cpu.py")).read())
 data_dir = "data/sudoku-medium"
 out_dir = "out-sudoku-cpu-medium"
 L_cycles = 4              # medium puzzles need longer chains of deduction per step

@@ -1,4 +1,4 @@
-# The paper's Sudoku-Extreme run with the MLP-t TRM (87.4% exact, 5.0M parameters; spec section 7).
+# The paper's Sudoku-Extreme run with the MLP-t TRM (87.4% exact, 5.0M parameters).
 # Needs one L40S / H100 for about 36 hours (bf16 + compile). Data:
 #   python prepare_sudoku.py --download --subsample 1000 --num_aug 1000
 # train.py's defaults are the paper's Sudoku settings (hidden 512, T=3, n=6, N_sup=16, batch 768,

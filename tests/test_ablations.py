@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+import configurator
 import model as M
 import train
 from conftest import ROOT
@@ -182,10 +183,10 @@ def test_default_model_keeps_its_state_dict_names_and_shapes():
 
 
 def test_hrm_config_has_the_official_hrm_parameter_count():
-    C = train.configure([str(ROOT / "config" / "hrm_sudoku.py"), "--dtype=float32"])
+    C = configurator.configure([str(ROOT / "config" / "hrm_sudoku.py"), "--dtype=float32"])
     assert (C["two_networks"], C["grad_mode"], C["no_ACT_continue"], C["mlp_t"]) == (True, "one_step", False, False)
     assert (C["L_layers"], C["hidden_size"], C["H_cycles"], C["L_cycles"], C["halt_max_steps"]) == (4, 512, 2, 2, 16)
-    cfg = train.model_config(C, dict(vocab_size=11, seq_len=81, num_puzzle_identifiers=1))
+    cfg = configurator.model_config(C, dict(vocab_size=11, seq_len=81, num_puzzle_identifiers=1))
     with torch.device("meta"):  # shapes only
         assert M.TRM(cfg).num_params() == 27_275_266
 
@@ -217,7 +218,7 @@ def test_chart_labels_use_only_glyphs_plot_can_draw():
 def test_ablate_trains_each_row_writes_table_and_chart_and_keeps_finished_rows(sudoku4, tmp_path, monkeypatch,
                                                                                 capsys):
     import ablate
-    monkeypatch.chdir(ROOT)  # config files name each other relative to the repository, as for train.py
+    monkeypatch.chdir(ROOT)  # ablate.py's default --config is relative to the repository, as for train.py
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny runs on a shared machine: spinning threads only cost
     out = tmp_path / "ablate"
     args = ["--rows=full,hrm", "--minutes=1", f"--out={out}", f"--data_dir={sudoku4}", "--hidden_size=16",
@@ -247,7 +248,7 @@ def test_a_crafted_checkpoint_is_refused_by_the_summary_and_its_code_never_runs(
         '{"iter": 1, "split": "test", "count": 40, "exact_accuracy": 0.0, "accuracy": 0.3}\n')
     marker = tmp_path / "payload-ran"
     crafted_checkpoint(tmp_path / "ckpt.pt", marker)
-    with pytest.raises(train.UserError, match="was refused: it holds a Python object") as info:
+    with pytest.raises(configurator.UserError, match="was refused: it holds a Python object") as info:
         ablate.summarise_run(str(tmp_path))
     assert "\n" not in str(info.value) and not marker.exists(), "the payload ran"
 

@@ -54,7 +54,7 @@ def test_a_shape_that_does_not_fit_is_reported_and_the_next_one_runs(monkeypatch
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
         return 0.5, 0.1, TRMConfig(vocab_size=11, seq_len=81, hidden_size=32, num_heads=2), 1000, {}
     monkeypatch.setattr(bench, "bench_model", fake)
-    monkeypatch.setattr(bench.train, "matmul_flops", lambda dtype, device: 1e11)
+    monkeypatch.setattr(bench.configurator, "matmul_flops", lambda dtype, device: 1e11)
     monkeypatch.setattr("sys.argv", ["bench.py", "--models=maze,sudoku_mlp", "--device=cpu", "--dtype=float32"])
     bench.main()
     out = capsys.readouterr().out
@@ -98,7 +98,7 @@ def test_the_official_ratio_is_printed_from_both_timings_of_this_run(monkeypatch
     cfg = TRMConfig(vocab_size=11, seq_len=81, hidden_size=32, num_heads=2)
     monkeypatch.setattr(bench, "bench_model", lambda *a: (0.5, 0.1, cfg, 1000, {}))
     monkeypatch.setattr(bench, "official_train_seconds", lambda d, c, b, dev, comp, steps: (0.8, "stand-in Adam"))
-    monkeypatch.setattr(bench.train, "matmul_flops", lambda dtype, device: 1e11)
+    monkeypatch.setattr(bench.configurator, "matmul_flops", lambda dtype, device: 1e11)
     monkeypatch.setattr(bench.os.path, "isdir", lambda path: True)
     monkeypatch.setattr("sys.argv", ["bench.py", "--models=sudoku_mlp", "--device=cpu", "--dtype=float32",
                                      "--official=/official"])

@@ -412,12 +412,13 @@ def test_identifier_ablation_maps_answers_back_through_their_own_augmentation(ti
     evaluation scores each answer through the augmentation of the example it answers, not through
     the one of the identifier the model saw."""
     import torch
+    import configurator
     import train
     data = tiny["per_draw"]
-    C = train.configure([f"--data_dir={data}", "--device=cpu", "--dtype=float32", "--compile=False",
-                         "--hidden_size=16", "--num_heads=2", "--puzzle_emb_ndim=16", "--H_cycles=1",
-                         "--L_cycles=1", "--halt_max_steps=1", "--global_batch_size=8"])
-    model = train.TRM(train.model_config(C, load_split(data, "train")[0]))
+    C = configurator.configure([f"--data_dir={data}", "--device=cpu", "--dtype=float32", "--compile=False",
+                                "--hidden_size=16", "--num_heads=2", "--puzzle_emb_ndim=16", "--H_cycles=1",
+                                "--L_cycles=1", "--halt_max_steps=1", "--global_batch_size=8"])
+    model = train.TRM(configurator.model_config(C, load_split(data, "train")[0]))
 
     def oracle(carry, batch):
         carry, outputs = model(carry, batch)
@@ -572,15 +573,15 @@ def test_the_quick_start_data_builds_from_real_tasks(tmp_path):
 
 
 def test_configs_hold_the_paper_settings():
-    import train
+    import configurator
     for name in ("arc1", "arc2"):
-        C = train.configure([str(ROOT / "config" / f"{name}.py")])
+        C = configurator.configure([str(ROOT / "config" / f"{name}.py")])
         model = (C["hidden_size"], C["H_cycles"], C["L_cycles"], C["pos_encodings"], C["mlp_t"])
         assert model == (512, 3, 4, "rope", False)
         assert (C["lr"], C["puzzle_emb_lr"], C["weight_decay"], C["puzzle_emb_weight_decay"]) == (1e-4, 1e-2, 0.1, 0.1)
         assert (C["epochs"], C["eval_interval"], C["global_batch_size"]) == (100000, 10000, 768)
         assert C["data_dir"] == f"data/{name}concept-aug-1000"
-    cpu = train.configure([str(ROOT / "config" / "arc_cpu.py")])
+    cpu = configurator.configure([str(ROOT / "config" / "arc_cpu.py")])
     assert cpu["data_dir"] == pa.QUICK_START["out"] and cpu["max_minutes"] <= 10
 
 

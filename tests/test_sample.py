@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import configurator
 import plot
 import prepare_sudoku as sudoku
 import sample
@@ -296,7 +297,7 @@ def test_a_typed_puzzle_is_solved_step_by_step_with_colour_and_a_gif(run_dir, tm
     assert ("solved: the rules hold" in out) or ("not solved:" in out)
     frames, delays = read_gif(gif.read_bytes())
     assert len(frames) == 6 and len(delays) == 6, "the question, then one frame per supervision step"
-    state = train.read_checkpoint(run_dir / "ckpt.pt")
+    state = configurator.read_checkpoint(run_dir / "ckpt.pt")
     model, _ = sample.load_run(str(run_dir), "cpu", "float32")
     for name, p in model.named_parameters():
         assert torch.equal(p, state["ema"]["shadow"][name]), f"{name}: EMA weights are used"

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+import configurator
 import train
 from conftest import ROOT, run_script
 
@@ -25,8 +26,8 @@ def tiny_run(data, out, *extra):
 def test_config_file_then_overrides(tmp_path):
     cfg = tmp_path / "cfg.py"
     cfg.write_text("lr = 3e-4\nhidden_size = 64\nmlp_t = True\n_private = 1\nimport math\n")
-    C = train.configure([str(cfg), "--lr=1e-3", "--eval_interval=500", "--device=cpu", "--vocab_size=11",
-                         "--weight_decay=1"])
+    C = configurator.configure([str(cfg), "--lr=1e-3", "--eval_interval=500", "--device=cpu", "--vocab_size=11",
+                                "--weight_decay=1"])
     assert (C["lr"], C["hidden_size"], C["mlp_t"], C["eval_interval"]) == (1e-3, 64, True, 500)
     assert C["device"] == "cpu" and C["vocab_size"] == 11
     assert C["weight_decay"] == 1.0 and isinstance(C["weight_decay"], float)
@@ -43,8 +44,8 @@ def test_config_file_then_overrides(tmp_path):
     (["no_such_config.py"], "config file not found"),
 ])
 def test_configurator_rejects_bad_settings_naming_the_key(argv, message):
-    with pytest.raises(train.UserError, match=message):
-        train.configure(argv)
+    with pytest.raises(configurator.UserError, match=message):
+        configurator.configure(argv)
 
 
 def read_metrics(out):
@@ -203,10 +204,10 @@ def test_compiled_training_and_evaluation_match_eager(sudoku4, tmp_path):
 
 @pytest.mark.parametrize("ids", ["blank", "random"])
 def test_puzzle_id_ablation_changes_the_identifiers_the_model_sees_and_nothing_else(sudoku4, ids):
-    C = train.configure(tiny_run(sudoku4, "unused")[1:])
+    C = configurator.configure(tiny_run(sudoku4, "unused")[1:])
     meta = {"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 7}  # pretend 6 trained identifiers
     torch.manual_seed(0)
-    model = train.TRM(train.model_config(C, meta))
+    model = train.TRM(configurator.model_config(C, meta))
     seen = {"none": [], ids: []}
 
     def spy(mode):
@@ -233,16 +234,28 @@ def test_puzzle_id_ablation_changes_the_identifiers_the_model_sees_and_nothing_e
 def test_auto_dtype_follows_the_measured_cpu_bf16_speed(monkeypatch, speedup, chosen):
     # Flags cannot decide it: AMD Zen 5 has no AMX but bf16 matmuls 4x faster than float32, while
     # other AVX-512 CPUs run bf16 at half the float32 speed.
-    monkeypatch.setattr(train, "cpu_bf16_speedup", lambda: speedup)
-    assert train.resolve_dtype("auto", "cpu") == chosen
-    assert train.resolve_dtype("float32", "cpu") == "float32" and train.resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    monkeypatch.setattr(configurator, "cpu_bf16_speedup", lambda: speedup)
+    assert configurator.resolve_dtype("auto", "cpu") == chosen
+    assert configurator.resolve_dtype("float32", "cpu") == "float32" and \
+        configurator.resolve_dtype("bfloat16", "cpu") == "bfloat16"
 
 
 def test_the_bf16_measurement_is_real_and_leaves_the_seeded_rng_alone():
-    train.cpu_bf16_speedup.cache_clear()
+    configurator.cpu_bf16_speedup.cache_clear()
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    speedup = train.cpu_bf16_speedup()
+    speedup = configurator.cpu_bf16_speedup()
     assert torch.equal(torch.rand(3), expected)  # the model built after it is the same on every CPU
-    assert 0 < speedup < 100 and train.cpu_bf16_speedup() == speedup  # measured once
+    assert 0 < speedup < 100 and configurator.cpu_bf16_speedup() == speedup  # measured once
+
+
+def test_the_configurator_reads_the_settings_block_and_help_of_train_py(capsys):
+    defaults, help_text = configurator.train_settings()
+    assert list(defaults.items()) == list(train.DEFAULTS.items()) and help_text == train.__doc__
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    from_train = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        configurator.configure(["--help"])
+    assert capsys.readouterr().out == from_train and from_train.startswith(train.__doc__ + "\nSettings and defaults:\n")

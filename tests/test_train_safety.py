@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import configurator
 import train
 from conftest import ROOT, run_script
 from test_train import error_of, one_line_error, tiny_run
@@ -112,21 +113,21 @@ def test_a_misspelt_eval_split_is_refused_before_training(sudoku4, tmp_path):
                                      "--ema_rate=1.5", "--max_minutes=-1.0"])
 def test_out_of_range_settings_are_one_line(setting):
     key = setting[2:].partition("=")[0]
-    with pytest.raises(train.UserError, match=f"{key}=.* is out of range: use a value"):
-        train.configure([setting])
+    with pytest.raises(configurator.UserError, match=f"{key}=.* is out of range: use a value"):
+        configurator.configure([setting])
 
 
 def test_a_config_file_that_fails_names_its_path_and_line(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("lr = 1e-3\nhidden_size = 64 // 0\n")
-    with pytest.raises(train.UserError, match=rf"{bad}:2: ZeroDivisionError"):
-        train.configure([str(bad)])
+    with pytest.raises(configurator.UserError, match=rf"{bad}:2: ZeroDivisionError"):
+        configurator.configure([str(bad)])
     bad.write_text("lr = (\n")
-    with pytest.raises(train.UserError, match=rf"{bad}:1: "):
-        train.configure([str(bad)])
+    with pytest.raises(configurator.UserError, match=rf"{bad}:1: "):
+        configurator.configure([str(bad)])
     bad.write_bytes(b"lr = 1e-3  # caf\xe9\n")
-    with pytest.raises(train.UserError, match=rf"{bad}: byte 16 \(0xe9\) is not UTF-8"):
-        train.configure([str(bad)])
+    with pytest.raises(configurator.UserError, match=rf"{bad}: byte 16 \(0xe9\) is not UTF-8"):
+        configurator.configure([str(bad)])
 
 
 def test_an_out_dir_that_cannot_be_made_is_one_line(sudoku4, tmp_path):
@@ -258,7 +259,8 @@ def test_a_short_write_reported_by_torch_save_is_one_line(sudoku4, tmp_path, mon
 
 
 def test_the_printed_resume_command_is_quoted_for_the_shell(monkeypatch):
-    monkeypatch.setattr(train, "configure", lambda argv: dict(train.DEFAULTS, out_dir="my dir"))
+    monkeypatch.setattr(configurator, "configure",
+                        lambda argv, defaults, help_text: dict(train.DEFAULTS, out_dir="my dir"))
 
     def interrupted(C):
         raise train.Interrupted("interrupted at step 3; my dir/ckpt.pt holds it")

@@ -1,0 +1,26 @@
+"""configurator.py: the config files give the same settings from any working directory."""
+import pytest
+
+import configurator
+from conftest import ROOT
+
+CONFIGS = sorted(p.name for p in (ROOT / "config").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_gives_the_same_settings_from_any_working_directory(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    from_root = configurator.configure([f"config/{name}"])
+    monkeypatch.chdir(tmp_path)
+    elsewhere = configurator.configure([str(ROOT / "config" / name)])
+    monkeypatch.chdir(ROOT / "config")
+    beside = configurator.configure([name])
+    assert list(elsewhere.items()) == list(from_root.items()) == list(beside.items())
+
+
+def test_a_chained_config_runs_the_one_it_builds_on_and_keeps_no_name_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = configurator.configure([str(ROOT / "config" / "sudoku_cpu.py")])
+    medium = configurator.configure([str(ROOT / "config" / "sudoku_cpu_medium.py")])
+    assert medium == dict(base, data_dir="data/sudoku-medium", out_dir="out-sudoku-cpu-medium", L_cycles=4,
+                          halt_max_steps=16, max_minutes=8.0)
