@@ -1,5 +1,5 @@
 """
-The paper's ablation table (spec section 9) on a laptop: train the CPU quick-start Sudoku setting on
+The paper's ablation table (Sudoku-Extreme) on a laptop: train the CPU quick-start Sudoku setting on
 medium puzzles once per row, every row for the same wall-clock budget, seed and data, then write a
 Markdown table and a bar chart beside the paper's Sudoku-Extreme figures.
 
@@ -31,8 +31,8 @@ from model import TRM, TRMConfig
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # key, table label, chart label (plot.py's glyphs), paper's Sudoku-Extreme exact accuracy, switches.
-# The paper's figures: spec section 9; single and multi latent: the TRM paper (the official README also
-# gives trm_singlez 71.9%).
+# The paper's figures: its Sudoku-Extreme ablation table and, for single and multi latent, its text (the
+# official README also gives trm_singlez 71.9%).
 ROWS = [
     ("full", "full TRM", "full trm", 87.4, {}),
     ("q_continue", "with the Q-continue loss", "q-continue", 86.1, dict(no_ACT_continue=False)),

@@ -21,7 +21,7 @@ import torch
 import configurator
 from model import TRM, AdamATan2, PuzzleEmbSignSGD, act_loss, swiglu_inner
 
-# The paper's shapes (spec section 7): vocab, seq_len, config file, per-GPU batch of the paper's run
+# The paper's shapes (its experiments, the official configs): vocab, seq_len, config file, per-GPU batch of the paper's run
 # (768 over 1 GPU for Sudoku, over 4 for Maze and ARC). The puzzle-embedding table is kept small:
 # its size does not change the step's cost, only the batch's rows are read.
 MODELS = {

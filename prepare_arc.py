@@ -10,9 +10,10 @@ files) or from the task files DIR/NAME/**/*.json (the ARC-AGI, ARC-AGI-2 and Con
 NAME=PATH points at either directly. Tasks of --test_set give their demonstration pairs to the training
 split and their test inputs to the test split; the other subsets' tasks give all their pairs to training.
 
-Tokens (spec section 7): PAD 0, EOS 1, colour c -> c + 2 (vocab 12), grids on a 30x30 canvas (seq_len 900).
-Everything an ARC rule needs lives here and is imported by train.py / sample.py: to_canvas, crop,
-augment_grid / invert_grid, identifier names, render, load_task, and score (voting, pass@K, submission.json).
+Tokens (as the official dataset builders write them): PAD 0, EOS 1, colour c -> c + 2 (vocab 12), grids on
+a 30x30 canvas (seq_len 900). Everything ARC needs lives here: to_canvas, crop, augment_grid / invert_grid,
+identifier names, render, load_task, score (voting, pass@K, submission.json), and the task interface that
+sample.py and train.py call (parse_puzzle, read_puzzle_file, render_text, render_image, score, ...).
 """
 import argparse
 import glob
@@ -429,7 +430,7 @@ def render_image(pred, question, prev, shape):
         else np.full((cell, cell, 3), plot.PAPER, np.uint8)
 
 
-# ============================================================================ augmentation (spec section 7)
+# ============================================================================ augmentation (as the official builders)
 
 def augmentations(pairs, num_aug, rng):
     """Up to num_aug distinct augmentations of a task: views (P,) and colour mappings (P, 10), the original
@@ -548,7 +549,8 @@ def pair_canvases(inp, out, side=SIDE):
 # ============================================================================ the dataset
 
 def build(loaded, test_set, num_aug, seed, translation="per_draw", side=SIDE):
-    """The canvas-layout dataset of spec section 7: (splits, shared arrays, identifier names, test tasks).
+    """The canvas-layout dataset, a compact equivalent of the official builder's token arrays that
+    dataset.py composes into canvases as it reads: (splits, shared arrays, identifier names, test tasks).
 
     One group per task: the original and its augmentations, one identifier each. Training examples: all
     pairs of the tasks outside the test set, the demonstration pairs of those in it; every training
@@ -660,7 +662,7 @@ def scored_tasks_json(test_tasks):
                        for task_id, task in test_tasks.items()})
 
 
-# ============================================================================ scoring (spec section 7)
+# ============================================================================ scoring (as the official evaluator)
 
 def rank_answers(votes):
     """[(answer key, count, mean q)] best first: most votes, ties broken by the higher mean sigmoid(q_halt)

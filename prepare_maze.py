@@ -4,11 +4,11 @@
     python prepare_maze.py --download       # the paper's Maze-Hard (sapientinc/maze-30x30-hard-1k)
     python prepare_maze.py --size 7 --braid 0 --generate 10000 --num_test 500   # config/maze_cpu.py's data
 
-Tokens (spec section 7): PAD 0, then '#' wall 1, ' ' open 2, 'S' start 3, 'G' goal 4, 'o' path 5 (vocab 6);
-seq_len = size * size. The label is the question with one shortest S-G path drawn with 'o'.
-Everything a maze rule needs lives here and is imported by train.py / sample.py: check_path and
-check_paths (is a predicted path a real, shortest S-G path), score (train.py's maze metrics),
-steps_between, bfs_distances, shortest_path, render, parse_maze, dihedral and its inverse.
+Tokens (as the official dataset builders write them): PAD 0, then '#' wall 1, ' ' open 2, 'S' start 3,
+'G' goal 4, 'o' path 5 (vocab 6); seq_len = size * size. The label is the question with one shortest S-G
+path drawn with 'o'. Everything a maze rule needs lives here: check_path and check_paths (is a predicted
+path a real, shortest S-G path), score (train.py's maze metrics), the BFS, render, parse_maze, the
+generator, and the task interface that sample.py and train.py call (parse_puzzle, check, render_text, ...).
 """
 import argparse
 import functools

@@ -4,9 +4,10 @@
     python prepare_sudoku.py --generate 1000 --difficulty extreme --num_aug 1000
     python prepare_sudoku.py --download --subsample 1000 --num_aug 1000   # the paper's Sudoku-Extreme-1K
 
-Tokens (spec section 7): PAD 0, blank 1, digit d -> d + 1; vocab = size + 2, seq_len = size * size.
-Everything a Sudoku rule needs lives here and is imported by train.py / sample.py: encode_grid,
-decode_grid, is_valid_solution, render, augment / invert, the solver and its difficulty rater.
+Tokens (as the official dataset builders write them): PAD 0, blank 1, digit d -> d + 1; vocab = size + 2,
+seq_len = size * size. Everything a Sudoku rule needs lives here: the grid codec, the rules, augmentation,
+the solver, its difficulty rater and the generator, and the task interface that sample.py and train.py
+call (parse_puzzle, read_puzzle_file, check, explain, render_text, render_image, score, ...).
 """
 import argparse
 import functools
@@ -293,7 +294,7 @@ def render_image(pred, question, prev, size):
     return img
 
 
-# ============================================================================ augmentation (spec section 7)
+# ============================================================================ augmentation (as the official builders)
 
 def random_transforms(rng, count, size):
     """`count` random symmetries: digit relabelling, band/stack and row-in-band/column-in-stack

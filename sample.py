@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 import configurator
 import dataset
-from dataset import IGNORE_LABEL_ID, DatasetError
-from prepare_common import InputError
-from model import TRM, Carry, TRMConfig, load_official_state_dict, official_to_ours
 import plot
+from dataset import IGNORE_LABEL_ID, DatasetError
+from model import TRM, Carry, TRMConfig, load_official_state_dict, official_to_ours
+from prepare_common import InputError
 
 UserError = configurator.UserError  # one-line messages, printed without a traceback
 
