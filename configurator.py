@@ -14,6 +14,7 @@ import math
 import os
 import pickle
 import re
+import statistics
 import sys
 import time
 import traceback
@@ -192,11 +193,13 @@ FAST_BF16 = 1.25  # dtype=auto: bf16 must beat float32 by this much to be worth 
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_bf16_speedup():
-    """How many times faster a bf16 matmul runs than a float32 one on this CPU, measured once (a few
-    ms; a quarter second where bf16 is emulated). Flags alone cannot tell: about 4x with AMX and on
-    AMD Zen 5's AVX-512, about 0.5x on AVX-512 CPUs whose bf16 is slow, under 0.05x on AVX2."""
-    return matmul_flops(torch.bfloat16, n=512, reps=3) / matmul_flops(torch.float32, n=512, reps=3)
+def cpu_bf16_speedup(repeats=5):
+    """How many times faster a bf16 matmul runs than a float32 one on this CPU: the median of `repeats`
+    side-by-side timings, so that a busy moment does not decide (a few ms each; a quarter second where
+    bf16 is emulated). Flags alone cannot tell: about 4x with AMX and on AMD Zen 5's AVX-512, about 0.5x
+    on AVX-512 CPUs whose bf16 is slow, under 0.05x on AVX2."""
+    return statistics.median(matmul_flops(torch.bfloat16, n=512, reps=3) / matmul_flops(torch.float32, n=512, reps=3)
+                             for _ in range(repeats))
 
 
 def cpu_kind():

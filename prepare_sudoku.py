@@ -16,6 +16,7 @@ import math
 import multiprocessing
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -784,6 +785,17 @@ def _generate_chunk(job):
     return rows[:count]
 
 
+def _pool(workers):
+    """A process pool whose threads and workers start with SIGINT blocked, so that Ctrl-C always reaches
+    the main thread: Linux hands a process's signal to any thread that takes it, and one of the pool's
+    threads taking it left the main thread asleep in imap forever."""
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return multiprocessing.Pool(workers)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+
+
 def generate(total, difficulty, size, seed=0, workers=1, stream=0, keys=None):
     """`total` distinct puzzles (no two equal up to augmentation, nor to one in `keys`, which gains theirs):
     (questions, answers, robust ratings). Streams draw disjoint work units: the test split is its own
@@ -794,7 +806,7 @@ def generate(total, difficulty, size, seed=0, workers=1, stream=0, keys=None):
     chunk = CHUNK[difficulty]
     rows, next_index = [], stream << 40
     keys = set() if keys is None else keys
-    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    pool = _pool(workers) if workers > 1 else None
     try:
         with tqdm(total=total, desc=f"generate {difficulty}", disable=None) as bar:
             while len(rows) < total:

@@ -39,6 +39,8 @@ global_batch_size = 768      # split evenly across data-parallel ranks
 epochs = 50000
 max_steps = 0                # > 0: stop after this many optimiser steps instead of `epochs` epochs
 max_minutes = 0.0            # > 0: stop (evaluate, checkpoint) after this much training time
+clock_schedule = False       # with max_minutes: the steps, and the lr cosine's horizon, follow from the
+                             # measured time per step so that the schedule ends on the clock (max_steps: a cap)
 eval_interval = 5000         # epochs between evaluations, as in the official code (one pass of the loader)
 eval_max_batches = 0         # > 0: evaluations during training look at that many batches only
 puzzle_id_ablation = "none"  # "blank" | "random": also evaluate with the puzzle identifiers replaced, reported beside
@@ -552,16 +554,59 @@ def start_process(C):
     dev = configurator.resolve_device(C["device"])
     rank, local_rank, world = init_distributed(C, dev)
     torch.manual_seed(C["seed"])  # the same initial model on every rank
-    auto_dtype, C["dtype"] = C["dtype"] == "auto", configurator.resolve_dtype(C["dtype"], dev)
-    if auto_dtype and world > 1 and dev == "cpu":  # timings may differ between ranks: all must agree
+    auto_dtype = C["dtype"] == "auto"
+    kept = checkpoint_dtype(C) if auto_dtype and C["init_from"] == "resume" else None
+    C["dtype"] = kept or configurator.resolve_dtype(C["dtype"], dev)
+    if auto_dtype and not kept and world > 1 and dev == "cpu":  # timings may differ between ranks: all must agree
         C["dtype"] = "bfloat16" if all_sum([C["dtype"] == "bfloat16"], dev, world)[0] == world else "float32"
+    if auto_dtype and rank == 0:
+        why = "as its checkpoint trained" if kept else f"a bf16 matmul measured {configurator.cpu_bf16_speedup():.2f}x " \
+            f"as fast as float32 here, the median of 5" if dev == "cpu" else f"on {dev}"
+        print(f"dtype=auto: {C['dtype']} ({why})")
     if dev == "cuda":
         dev = f"cuda:{local_rank}"
     if C["init_from"] not in ("scratch", "resume"):
         raise UserError(f"init_from={C['init_from']!r}: use scratch or resume")
     if C["puzzle_id_ablation"] not in ("none", "blank", "random"):
         raise UserError(f"puzzle_id_ablation={C['puzzle_id_ablation']!r}: use none, blank or random")
+    if C["clock_schedule"] and not C["max_minutes"]:
+        raise UserError("clock_schedule=True fits the schedule to max_minutes: set --max_minutes too")
     return dev, rank, local_rank, world
+
+
+def checkpoint_dtype(C):
+    """The dtype a resumed run keeps when dtype=auto: the one its checkpoint trained in, so that a
+    resumed run never switches because the machine measured busier this time; None without one."""
+    try:
+        return torch.load(os.path.join(C["out_dir"], "ckpt.pt"), map_location="cpu", weights_only=True,
+                          mmap=True)["config"]["dtype"]
+    except Exception:  # no checkpoint, or not one: load_checkpoint names the problem in one line later
+        return None
+
+
+CLOCK_WARMUP = 5  # steps clock_schedule leaves untimed: the first ones warm up kernels, caches and compilation
+
+
+def steps_in_budget(step, elapsed, seconds_per_step, max_minutes, max_steps=0):
+    """clock_schedule: the step at which max_minutes of training run out, `elapsed` seconds and `step`
+    steps in, at seconds_per_step from here on; at most max_steps when that is set, and at least the
+    next step."""
+    left = max(0.0, 60 * max_minutes - elapsed)
+    planned = step + int(left / seconds_per_step)
+    return max(step + 1, min(planned, max_steps) if max_steps else planned)
+
+
+def replan(run, now):
+    """clock_schedule: the run's last step and lr horizon, set again at each log line from the wall time
+    per step since CLOCK_WARMUP (evaluations included), the same on every rank. A resumed run keeps
+    the schedule its checkpoint holds."""
+    timed = run.step - CLOCK_WARMUP
+    if run.resumed or timed < 1:
+        return
+    planned = steps_in_budget(run.step, now - run.t_start, (now - run.t_timed) / timed, run.C["max_minutes"],
+                              run.C["max_steps"])
+    (planned,) = all_min([planned], run.dev, run.world)
+    run.total_steps = run.last_step = int(planned)
 
 
 @dataclasses.dataclass
@@ -594,6 +639,8 @@ class Run:
     seen: int = 0  # examples since the last log line
     t_start: float = 0.0
     t_log: float = 0.0
+    t_timed: float = 0.0  # clock_schedule: when step CLOCK_WARMUP ended
+    resumed: bool = False
     # A checkpoint taken at step c is written once step c + 1's loss, computed from its weights, is
     # known to be finite: a checkpoint on disk is one that training could go on from.
     pending: dict = None
@@ -682,8 +729,10 @@ def begin(run):
         print(f"{run.metrics_path}: kept as {keep_old_log(run.metrics_path)} (a new run starts here)")
     if run.master:
         write_text_atomic(os.path.join(C["out_dir"], "config.json"), json.dumps(C, indent=1))
+        steps = f"as many steps as fit max_minutes={C['max_minutes']:g}" if C["clock_schedule"] and not run.resumed \
+            else f"{run.last_step} steps"
         print(f"TRM: {run.model.num_params() / 1e6:.2f}M parameters, {run.dev} {C['dtype']}, {run.world} process(es), "
-              f"{run.last_step} steps of {C['global_batch_size']} puzzles; config: {json.dumps(C)}")
+              f"{steps} of {C['global_batch_size']} puzzles; config: {json.dumps(C)}")
     if C["wandb_log"] and run.master:
         import wandb
         wandb.init(project=C["wandb_project"], name=C["wandb_run_name"], config=C)
@@ -704,6 +753,9 @@ def resume(run):
         raise UserError(f"{ckpt_path} does not hold what train.py writes ({type(e).__name__}: "
                         f"{str(e).strip().splitlines()[0][:100] if str(e).strip() else ''}); it was left "
                         f"untouched: start over with --init_from=scratch --out_dir=<new dir>") from None
+    if C["clock_schedule"] and "schedule" in state:  # the length planned on the clock before, kept
+        run.total_steps, run.last_step = state["schedule"]["total_steps"], state["schedule"]["last_step"]
+    run.resumed = True
     if run.master:
         truncate_jsonl(run.metrics_path, run.step)
         print(f"resumed from {ckpt_path} at step {run.step}")
@@ -731,9 +783,14 @@ def train_loop(run):
             run.loader_state = next_state
             train_step(run, batch)
             bar.update(1)
+            if run.step == CLOCK_WARMUP:
+                run.t_timed = time.time()
             at_log = run.step % C["log_interval"] == 0 or run.step == run.last_step
             if at_log:
                 log_train(run, bar)
+                if C["clock_schedule"]:
+                    replan(run, time.time())
+                    bar.total = run.last_step
             timed_out, interrupted = stop_requests(C, run.t_start, run.stop,
                                                    at_log or run.step % C["ckpt_interval"] == 0, run.dev, run.world)
             if interrupted:
@@ -832,7 +889,7 @@ def snapshot(run):
             emb_optimizer=run.emb_opt and run.emb_opt.state_dict(), ema=run.ema and run.ema.state_dict(),
             loader=run.loader_state, carry=carries, rng=rngs, step=run.step, log_sums=log_sums, log_seen=run.seen,
             config=run.C, model_config=dataclasses.asdict(run.cfg), data_fingerprint=run.data_fingerprint,
-            eval_fingerprint=run.eval_fingerprint))
+            eval_fingerprint=run.eval_fingerprint, schedule=dict(total_steps=run.total_steps, last_step=run.last_step)))
 
 
 def write_checkpoint(run, state):

@@ -259,3 +259,59 @@ def test_the_configurator_reads_the_settings_block_and_help_of_train_py(capsys):
     with pytest.raises(SystemExit):
         configurator.configure(["--help"])
     assert capsys.readouterr().out == from_train and from_train.startswith(train.__doc__ + "\nSettings and defaults:\n")
+
+
+# ------------------------------------------------------------------------------ a schedule that fits the clock
+
+def test_the_clock_schedule_ends_when_the_budget_does_capped_by_max_steps():
+    # 25 steps and 30 s in, at 0.5 s a step, a 2-minute budget leaves 180 more steps.
+    assert train.steps_in_budget(25, 30.0, 0.5, 2.0) == 205
+    assert train.steps_in_budget(25, 30.0, 0.5, 2.0, max_steps=100) == 100
+    assert train.steps_in_budget(25, 200.0, 0.5, 2.0) == 26, "a spent budget still takes the next step"
+
+
+class FakeClock:
+    """time.time() for train.py that advances `per_step` seconds with each optimiser step and stands
+    still otherwise, so that the measured step time is exact; at step `stop_at`, Ctrl-C is pressed."""
+
+    def __init__(self, monkeypatch, per_step, stop_at=None):
+        self.now, real_step = 1000.0, train.train_step
+
+        def step(run, batch):
+            real_step(run, batch)
+            self.now += per_step
+            if run.step == stop_at:
+                run.stop["asked"] = True
+        monkeypatch.setattr(train.time, "time", lambda: self.now)
+        monkeypatch.setattr(train, "train_step", step)
+
+
+def test_the_clock_schedule_plans_from_the_step_time_and_a_resume_keeps_it_and_the_dtype(sudoku4, tmp_path,
+                                                                                          monkeypatch):
+    """At 1 s a step a half-minute budget plans 30 steps, and the cosine ends there (lr_min_ratio). Resumed
+    on a slower machine (1.5 s a step, which would plan 35), where bf16 now measures fast, the run keeps its
+    30 steps and its float32: it continues the schedule it started, not a new one."""
+    argv = tiny_run(sudoku4, tmp_path / "run", "--clock_schedule=True", "--max_minutes=0.5", "--lr_min_ratio=0.1",
+                    "--log_interval=5", "--ckpt_interval=5", "--dtype=auto")[1:]
+    monkeypatch.setattr(configurator, "cpu_bf16_speedup", lambda: 0.03)  # bf16 slow here: float32 (and fast)
+    FakeClock(monkeypatch, per_step=1.0, stop_at=15)
+    with pytest.raises(train.Interrupted):
+        train.train(configurator.configure(argv))
+    state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert state["step"] == 15 and state["schedule"] == dict(total_steps=30, last_step=30)
+    assert state["config"]["dtype"] == "float32"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["dtype"] == "float32"
+
+    monkeypatch.setattr(configurator, "cpu_bf16_speedup", lambda: 4.5)
+    FakeClock(monkeypatch, per_step=1.5)
+    train.train(configurator.configure(argv + ["--init_from=resume"]))
+    state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert state["step"] == 30 and state["config"]["dtype"] == "float32"
+    logged = [row for row in read_metrics(tmp_path / "run") if row["split"] == "train"]
+    assert logged[-1]["iter"] == 30 and logged[-1]["lr"] == pytest.approx(0.1 * 3e-3), "the cosine ends at step 30"
+
+
+def test_clock_schedule_without_a_budget_is_one_line(sudoku4, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        train.main(tiny_run(sudoku4, tmp_path / "out", "--clock_schedule=True")[1:])
+    assert str(info.value.code) == "train.py: clock_schedule=True fits the schedule to max_minutes: set --max_minutes too"
