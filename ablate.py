@@ -9,8 +9,8 @@ Markdown table and a bar chart beside the paper's Sudoku-Extreme figures.
     python ablate.py --minutes=8 --seed=1            # any other --key=value goes to train.py, for every row
 
 Each row is one train.py run in out-ablate/<row>/ (config/sudoku_cpu_medium.py, then the --key=value
-given here, then the row's own switches). A row stops after --minutes of training or at the config's
-max_steps, whichever comes first; its final evaluation covers the whole test split. A killed table
+given here, then the row's own switches). A row trains for --minutes, its learning-rate schedule fitted
+to them (the config's clock_schedule); its final evaluation covers the whole test split. A killed table
 resumes: finished rows are kept, an unfinished row starts again from scratch (a resumed clock would give
 it more time than the others).
 """

@@ -271,3 +271,23 @@ def test_bad_numbers_and_an_unmakeable_out_folder_are_one_line_before_any_row(ar
     with pytest.raises(SystemExit) as info:
         ablate.main([f"--out={tmp_path / 'out'}", f"--data_dir={sudoku4}", arg])  # the last --out counts
     assert str(info.value).startswith(f"ablate.py: {message}") and "\n" not in str(info.value)
+
+
+def test_ablate_never_touches_a_run_directory_it_did_not_start(tmp_path):
+    """A row folder holding someone's own checkpoint is refused in one line and left as it is; a row
+    ablate.py started itself (its ablate_row.json) restarts from scratch."""
+    import ablate
+    theirs = tmp_path / "full"
+    theirs.mkdir()
+    (theirs / "ckpt.pt").write_bytes(b"my own run")
+    with pytest.raises(ablate.UserError, match=f"{theirs} holds a checkpoint that ablate.py did not start; "
+                                               f"nothing was changed"):
+        ablate.restart_row(str(theirs), ["--seed=0"])
+    assert (theirs / "ckpt.pt").read_bytes() == b"my own run" and sorted(p.name for p in theirs.iterdir()) == ["ckpt.pt"]
+    ours = tmp_path / "hrm"
+    ours.mkdir()
+    ablate.restart_row(str(ours), ["--seed=0"])  # an empty folder: ablate.py takes it and marks it
+    (ours / "ckpt.pt").write_bytes(b"a row's unfinished run")
+    ablate.restart_row(str(ours), ["--seed=1"])
+    assert not (ours / "ckpt.pt").exists()
+    assert json.loads((ours / "ablate_row.json").read_text()) == {"train_args": ["--seed=1"]}
