@@ -786,14 +786,31 @@ def _generate_chunk(job):
 
 
 def _pool(workers):
-    """A process pool whose threads and workers start with SIGINT blocked, so that Ctrl-C always reaches
-    the main thread: Linux hands a process's signal to any thread that takes it, and one of the pool's
-    threads taking it left the main thread asleep in imap forever."""
+    """A process pool whose threads and workers start with SIGINT blocked: Ctrl-C is for the main
+    thread, which terminates the pool (a worker interrupted while it holds the pool's queue lock would
+    leave the others, and terminate, waiting on it)."""
     unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         return multiprocessing.Pool(workers)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+
+
+def _results(pool, jobs):
+    """_generate_chunk over jobs, in order; with a pool, waiting in slices of 0.2 s, so that the main
+    thread sees a Ctrl-C at once (a wait without a timeout can sleep through a signal that another
+    thread received)."""
+    if pool is None:
+        yield from map(_generate_chunk, jobs)
+        return
+    results = pool.imap(_generate_chunk, jobs)
+    while True:
+        try:
+            yield results.next(timeout=0.2)
+        except multiprocessing.TimeoutError:
+            continue
+        except StopIteration:
+            return
 
 
 def generate(total, difficulty, size, seed=0, workers=1, stream=0, keys=None):
@@ -814,7 +831,7 @@ def generate(total, difficulty, size, seed=0, workers=1, stream=0, keys=None):
                 jobs = [(difficulty, size, seed, next_index + i, chunk) for i in range(n_jobs)]
                 next_index += n_jobs
                 before = len(rows)
-                for result in (pool.imap(_generate_chunk, jobs) if pool else map(_generate_chunk, jobs)):
+                for result in _results(pool, jobs):
                     for puzzle, solution, guesses in result:
                         key = symmetry_keys(np.array(puzzle) + 1, size)[0]
                         if key not in keys and len(rows) < total:

@@ -1,4 +1,5 @@
 """The shared dataset format: atomic writing, invariants, and the loaders' epoch semantics."""
+import contextlib
 import json
 import os
 import signal
@@ -405,10 +406,15 @@ def test_the_prepare_scripts_never_replace_a_directory_of_user_files_or_their_so
 
 def test_ctrl_c_while_preparing_is_one_line_and_leaves_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "prepare_sudoku.py", "--generate", "200000", "--out", str(tmp_path / "big")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(5)  # generating (200k puzzles take minutes): the imports are done, the write has not begun
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:  # a hang fails the test, and no worker may go on taking the machine from the other tests
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert proc.returncode != 0 and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == "prepare_sudoku.py: interrupted; no dataset was written"
     assert os.listdir(tmp_path) == []

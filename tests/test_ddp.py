@@ -1,5 +1,4 @@
 """Data parallelism: two gloo processes train exactly like one, resume per rank, and never hang."""
-import json
 import os
 import signal
 import subprocess

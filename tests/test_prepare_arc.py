@@ -411,7 +411,6 @@ def test_identifier_ablation_maps_answers_back_through_their_own_augmentation(ti
     """An oracle that ignores the identifier scores 100% whatever identifiers it is shown: train.py's
     evaluation scores each answer through the augmentation of the example it answers, not through
     the one of the identifier the model saw."""
-    import torch
     import configurator
     import train
     data = tiny["per_draw"]

@@ -1,6 +1,5 @@
 """train.py: the configurator, exact resume after SIGKILL, and one-line errors for bad input."""
 import json
-import os
 import signal
 import subprocess
 import sys
