@@ -405,8 +405,11 @@ def test_the_prepare_scripts_never_replace_a_directory_of_user_files_or_their_so
 
 
 def test_ctrl_c_while_preparing_is_one_line_and_leaves_nothing(tmp_path):
+    # SIGINT as a terminal delivers it, even where this suite was started in the background (which leaves
+    # SIGINT ignored for every child, and the script would never see it).
     proc = subprocess.Popen([sys.executable, "prepare_sudoku.py", "--generate", "200000", "--out", str(tmp_path / "big")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(5)  # generating (200k puzzles take minutes): the imports are done, the write has not begun
     proc.send_signal(signal.SIGINT)
     try:
