@@ -146,14 +146,13 @@ def render(grid, color=True):
 
 # ============================================================================ reading tasks
 
-def read_json(path):
+def read_json(path, fix="fix the file or download it again"):
     try:
         return json.loads(read_text(path))
     except DatasetError as e:  # unreadable, or not UTF-8 (the message names the byte)
         raise InputError(str(e)) from None
     except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
-                         f"fix the file or download it again") from None
+        raise InputError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); {fix}") from None
 
 
 def to_grid(value, where):
@@ -400,11 +399,7 @@ def trained_identifiers(data_dir):
     path = os.path.join(data_dir, "identifiers.json")
     if not os.path.isfile(path):
         raise InputError(f"{path} not found; an ARC puzzle needs the dataset the checkpoint trained on (--data_dir)")
-    try:
-        return json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); rebuild the "
-                         f"dataset with prepare_arc.py") from None
+    return read_json(path, fix="rebuild the dataset with prepare_arc.py")
 
 
 def check(questions, preds, shape):
