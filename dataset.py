@@ -44,6 +44,8 @@ CANVAS_META = ("layout", "offsets")  # the canvas layout's: "canvas", and "per_d
 # behind the same names in all three; train.py and sample.py reach a task only through this table.
 TASKS = {"sudoku": "prepare_sudoku", "maze": "prepare_maze", "arc": "prepare_arc"}
 # How to tell an official dataset's task from its shape: (vocab_size, seq_len) -> task.
+PLAN_CHUNK = 1 << 20  # puzzle draws handled at once while a pass is planned (bounds its memory)
+EXAMPLE_STREAM = 0x5A3F  # tags the seeds of the example order inside a batch, apart from other streams
 TASK_SHAPES = {(11, 81): "sudoku", (6, 900): "maze", (12, 900): "arc"}
 DERIVED_META = ("total_groups", "mean_puzzle_examples", "total_puzzles", "sets")
 META_FIELDS = BASE_META + DERIVED_META
@@ -435,9 +437,11 @@ class TrainLoader:
     group, and its examples (in random order, a random subset when the batch has no room for all; the
     rest are skipped this time) fill global batches in that order, across epoch boundaries. The last
     incomplete batch of a pass is dropped. Group order and puzzle choice match the official loader for
-    the same seed; the examples inside a puzzle come from a second Philox stream (the official code
-    uses numpy's unseeded global generator, which cannot be resumed). Every rank builds the same
-    global batch and keeps its slice [rank*local:(rank+1)*local].
+    the same seed; the order of the examples inside a puzzle is drawn per batch from (seed, pass,
+    batch) (the official code uses numpy's unseeded global generator, which cannot be resumed). The
+    pass is planned as compact arrays, in seconds for the paper's ARC pass of 10000 epochs, and each
+    batch is filled when it is read. Every rank builds the same global batch and keeps its slice
+    [rank*local:(rank+1)*local].
     """
 
     def __init__(self, data_dir, global_batch_size, rank=0, world_size=1, seed=0, epochs_per_iter=1):
@@ -466,7 +470,7 @@ class TrainLoader:
         self.batches_per_epoch = int(per_epoch)
         self.batches_per_pass = int(per_epoch * epochs_per_iter)
         self.iteration, self.index = 0, 0  # pass number, batch number within the pass
-        self._plan = None  # (pass, example indices per batch, puzzle indices per batch)
+        self._plan = None  # (pass, puzzle per draw, first draw of each batch)
 
     @property
     def epoch(self):
@@ -474,24 +478,45 @@ class TrainLoader:
         return self.iteration * self.epochs_per_iter
 
     def _pass_plan(self, iteration):
-        bits = np.random.Philox(seed=self.seed + iteration + 1)
-        rng, example_rng = np.random.Generator(bits), np.random.Generator(bits.jumped())
+        """(puzzle per draw, first draw of each batch): the official group order and puzzle choice of
+        pass `iteration`, in compact arrays (the paper's ARC pass draws 9.6M puzzles)."""
+        rng = np.random.Generator(np.random.Philox(seed=self.seed + iteration + 1))
         n_groups = len(self.group_indices) - 1
-        groups = np.concatenate([rng.permutation(n_groups) for _ in range(self.epochs_per_iter)])
-        # One draw per group, in group order: the same stream as the official per-group scalar calls.
-        puzzles = rng.integers(self.group_indices[groups], self.group_indices[groups + 1])
-        return _pack(puzzles, self.puzzle_indices, self.puzzle_sizes, self.global_batch_size, example_rng)
+        groups = np.empty((self.epochs_per_iter, n_groups), np.min_scalar_type(n_groups))
+        for epoch in groups:  # every permutation before any puzzle draw: the official stream order
+            epoch[:] = rng.permutation(n_groups)
+        groups = groups.reshape(-1)
+        puzzles = np.empty(len(groups), np.min_scalar_type(len(self.puzzle_sizes)))
+        for lo in range(0, len(groups), PLAN_CHUNK):  # one draw per group, in chunks: the same stream
+            g = groups[lo:lo + PLAN_CHUNK]
+            puzzles[lo:lo + PLAN_CHUNK] = rng.integers(self.group_indices[g], self.group_indices[g + 1])
+        return puzzles, _batch_starts(self.puzzle_sizes, puzzles, self.global_batch_size)
+
+    def _batch_draws(self, puzzles, lo, hi):
+        """Example and puzzle index of each row of the global batch holding draws lo..hi-1: every example of
+        each puzzle in random order, only the first ones of the last puzzle where the batch has no more
+        room. The order comes from (seed, pass, batch), so a resumed run and every rank see the same."""
+        puzzles = puzzles[lo:hi].astype(np.int64)
+        sizes = self.puzzle_sizes[puzzles]
+        if sizes.max() == 1:  # one example each: always for Sudoku and Maze
+            return self.puzzle_indices[puzzles], puzzles
+        owner = np.repeat(np.arange(len(puzzles)), sizes)
+        rng = np.random.default_rng([EXAMPLE_STREAM, self.seed, self.iteration, self.index])
+        order = np.lexsort((rng.random(len(owner)), owner))[:self.global_batch_size]  # shuffled within puzzles
+        first = np.cumsum(sizes) - sizes
+        rows = self.puzzle_indices[puzzles][owner[order]] + order - first[owner[order]]
+        return rows, puzzles[owner[order]]
 
     def next_batch(self):
         """The next local batch: dict of int32 numpy arrays inputs (B, L), labels (B, L), puzzle_identifiers (B,)."""
         while True:
             if self._plan is None or self._plan[0] != self.iteration:
                 self._plan = (self.iteration, *self._pass_plan(self.iteration))
-            _, examples, puzzles = self._plan
-            if self.index < len(examples):
+            _, draws, starts = self._plan
+            if self.index < len(starts) - 1:
                 break
             self.iteration, self.index = self.iteration + 1, 0
-        rows, puzzle = examples[self.index], puzzles[self.index]
+        rows, puzzle = self._batch_draws(draws, starts[self.index], starts[self.index + 1])
         self.index += 1
         if isinstance(self.arrays["inputs"], CanvasTokens):
             return self._canvas_batch(rows, puzzle)  # draws offsets for the global batch, then slices
@@ -531,26 +556,26 @@ class TrainLoader:
         self.seed = int(state.get("seed", self.seed))
 
 
-def _pack(puzzles, puzzle_indices, puzzle_sizes, batch_size, rng):
-    """Fill global batches with the examples of the chosen puzzles in order; drop the last partial batch.
+def _batch_starts(puzzle_sizes, puzzles, batch_size):
+    """Where each global batch starts in the pass's puzzle draws, plus where the last one ends.
 
-    Returns (example indices per batch, puzzle index per example per batch)."""
-    sizes = puzzle_sizes[puzzles]
-    if np.all(sizes == 1):  # fast path: Sudoku and Maze, one example per puzzle
-        n = len(puzzles) // batch_size * batch_size
-        examples = puzzle_indices[puzzles[:n]].reshape(-1, batch_size)
-        return list(examples), list(puzzles[:n].reshape(-1, batch_size))
-    batches, owners, rows, who, filled = [], [], [], [], 0
-    for puzzle, size in zip(puzzles.tolist(), sizes.tolist()):
-        take = min(size, batch_size - filled)
-        rows.append(puzzle_indices[puzzle] + rng.choice(size, take, replace=False))
-        who.append(np.full(take, puzzle, dtype=np.int64))
-        filled += take
-        if filled == batch_size:
-            batches.append(np.concatenate(rows))
-            owners.append(np.concatenate(who))
-            rows, who, filled = [], [], 0
-    return batches, owners
+    The draws' examples fill batches in order; a puzzle that overflows a batch gives it only what fits,
+    skips the rest, and the next batch starts with the next draw; the last partial batch is dropped.
+    So a batch starting at draw s ends at the first draw e whose examples reach s's start + batch_size:
+    one binary search per batch instead of a loop over 9.6M draws."""
+    ends = np.empty(len(puzzles), np.int64)  # examples up to and including each draw
+    total = 0
+    for lo in range(0, len(puzzles), PLAN_CHUNK):
+        np.cumsum(puzzle_sizes[puzzles[lo:lo + PLAN_CHUNK]], out=ends[lo:lo + PLAN_CHUNK])
+        ends[lo:lo + PLAN_CHUNK] += total
+        total = int(ends[min(lo + PLAN_CHUNK, len(puzzles)) - 1])
+    starts, before = [0], 0
+    while True:
+        last = int(np.searchsorted(ends, before + batch_size))  # first draw reaching a full batch
+        if last == len(ends):
+            return np.asarray(starts, np.int64)
+        starts.append(last + 1)
+        before = int(ends[last])
 
 
 def eval_batches(data_dir, split, global_batch_size, rank=0, world_size=1):
@@ -568,8 +593,16 @@ def eval_batches(data_dir, split, global_batch_size, rank=0, world_size=1):
             lo = min(start + rank * local, total)
             hi = min(start + (rank + 1) * local, total)
             puzzles = np.searchsorted(owner_of, np.arange(lo, hi), side="right") - 1
-            batch = _collate(meta, arrays["inputs"][lo:hi], arrays["labels"][lo:hi], ids[puzzles])
+            batch = _collate(meta, *_inputs_and_labels(arrays, lo, hi), ids[puzzles])
             yield _pad_rows(batch, local, meta), hi - lo
+
+
+def _inputs_and_labels(arrays, lo, hi):
+    """Examples lo..hi-1 of a set; a canvas-layout set composes each example once for both."""
+    if isinstance(arrays["inputs"], CanvasTokens) and hi > lo:
+        tokens = arrays["inputs"].canvas.compose(np.arange(lo, hi))
+        return tokens[:, 0], tokens[:, 1]
+    return arrays["inputs"][lo:hi], arrays["labels"][lo:hi]
 
 
 def _pad_rows(batch, rows, meta):

@@ -267,6 +267,61 @@ def test_a_pass_of_several_epochs_packs_across_epoch_boundaries(tmp_path):
     assert loader.epoch == 0 and loader.next_batch() and loader.epoch == 3
 
 
+def _previous_plan(loader, iteration):
+    """The pass plan as this loader made it before it was vectorised (one Python step per puzzle draw):
+    the puzzle of every row of every global batch, and its rows where each puzzle has one example."""
+    rng = np.random.Generator(np.random.Philox(seed=loader.seed + iteration + 1))
+    n_groups = len(loader.group_indices) - 1
+    groups = np.concatenate([rng.permutation(n_groups) for _ in range(loader.epochs_per_iter)])
+    draws = rng.integers(loader.group_indices[groups], loader.group_indices[groups + 1])
+    batches, owners, filled = [], [], 0
+    for puzzle in draws.tolist():
+        take = min(int(loader.puzzle_sizes[puzzle]), loader.global_batch_size - filled)
+        owners += [puzzle] * take
+        filled += take
+        if filled == loader.global_batch_size:
+            batches.append(owners)
+            owners, filled = [], 0
+    return batches
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+@pytest.mark.parametrize("batch, epochs", [(4, 1), (5, 3), (8, 2)])
+def test_the_vectorised_pass_plan_makes_the_batches_of_the_step_by_step_one(tmp_path, seed, batch, epochs):
+    groups = [[1 + (3 * i + j) % 5 for j in range(1 + i % 3)] for i in range(12)]
+    write_tiny(tmp_path, groups)
+    loader = TrainLoader(tmp_path, batch, seed=seed, epochs_per_iter=epochs)
+    starts = loader.puzzle_indices
+    for iteration in (0, 1):
+        expected = _previous_plan(loader, iteration)
+        for owners in expected:
+            rows = example_ids(loader.next_batch())
+            puzzles = np.searchsorted(starts, rows, side="right") - 1
+            assert puzzles.tolist() == owners  # the same puzzles, in the same order, as many rows each
+            assert len(set(rows.tolist())) == len(rows)  # each example of a puzzle at most once
+        assert loader.iteration == iteration + (loader.index == 0)
+
+
+def test_a_cut_puzzle_gives_a_random_part_of_its_examples(tmp_path):
+    write_tiny(tmp_path, [[4]] * 3)
+    loader = TrainLoader(tmp_path, 6, seed=0)
+    seen = np.zeros(12, int)
+    for _ in range(40):
+        ids = example_ids(loader.next_batch())
+        seen[ids] += 1
+    assert seen.min() > 0  # not always the first examples of the cut puzzle
+
+
+def test_a_pass_of_many_epochs_is_held_in_a_few_bytes_a_draw(tmp_path):
+    """The paper's ARC pass draws 9.6M puzzles: its plan keeps one small integer per draw, not the rows."""
+    write_tiny(tmp_path, [[1, 2, 3]] * 40)
+    loader = TrainLoader(tmp_path, 16, seed=0, epochs_per_iter=2000)
+    loader.next_batch()
+    _, draws, starts = loader._plan
+    assert len(draws) == 2000 * 40 and draws.itemsize <= 4
+    assert draws.nbytes + starts.nbytes <= 5 * len(draws)
+
+
 def test_resuming_from_state_dict_reproduces_the_same_batches(tmp_path):
     write_tiny(tmp_path, GROUPS)
     loader = TrainLoader(tmp_path, 4, seed=3)

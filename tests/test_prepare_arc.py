@@ -9,6 +9,7 @@ import pytest
 
 import helpers_data  # (also puts the repository root on sys.path)
 
+import dataset
 import prepare_common
 import prepare_arc as pa
 from conftest import ROOT
@@ -255,6 +256,14 @@ def test_loaders_give_the_same_batches_on_both_layouts_when_offsets_are_fixed(ti
         assert all(np.array_equal(x[k], y[k]) for k in x)
     for (x, n), (y, m) in zip(eval_batches(tiny["official"], "test", 8), eval_batches(tiny["fixed"], "test", 8)):
         assert n == m and all(np.array_equal(x[k], y[k]) for k in x)
+
+
+def test_evaluation_composes_each_canvas_batch_once(tiny, monkeypatch):
+    calls = []
+    compose = dataset.Canvas.compose
+    monkeypatch.setattr(dataset.Canvas, "compose", lambda self, rows, *a: calls.append(len(rows)) or compose(self, rows, *a))
+    batches = list(eval_batches(tiny["fixed"], "test", 4))
+    assert len(calls) == len(batches) and sum(calls) == sum(n for _, n in batches)
 
 
 def test_building_again_gives_the_same_files(tiny):
