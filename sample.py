@@ -206,68 +206,83 @@ def halt_logit(p):
     return math.log(p / (1 - p))
 
 
-def solve(model, batch, steps, halt_p=None, on_step=None):
-    """Run `steps` supervision steps on a batch (torch tensors). Adaptive halting (halt_p given): a
-    puzzle stops after the step where sigmoid(q_halt) > halt_p and leaves the batch, so that later
-    steps cost less. on_step(step, rows, outputs): rows are the batch indices of the outputs.
-    Returns (preds (B, L), q_halt (B,), steps taken (B,)) at each puzzle's last step."""
-    B = len(batch["inputs"])
-    preds, q_halt = batch["inputs"].clone(), torch.zeros(B, dtype=torch.float32, device=batch["inputs"].device)
-    taken = torch.zeros(B, dtype=torch.int32, device=batch["inputs"].device)
-    rows = torch.arange(B, device=batch["inputs"].device)
-    # TRM.forward forces a halt at config.halt_max_steps (a halted slot restarts at the next call);
-    # a copy of the config whose limit is `steps` lets the same forward run on, numerics unchanged.
-    trained = model.config
-    model.config = dataclasses.replace(trained, halt_max_steps=steps)
-    try:
-        carry = model.initial_carry(batch)
-        for step in range(1, steps + 1):
-            carry, outputs = model(carry, batch)
-            preds[rows], q_halt[rows], taken[rows] = outputs["preds"].to(preds.dtype), outputs["q_halt_logits"], step
-            if on_step:
-                on_step(step, rows, outputs)
-            if halt_p is not None:
-                going = outputs["q_halt_logits"] <= halt_logit(halt_p)
-                if not going.all():  # drop the halted rows: the saving is real compute
-                    rows, batch = rows[going], {k: v[going] for k, v in batch.items()}
-                    carry = Carry(carry.y[going], carry.z[going], carry.steps[going], carry.halted[going],
-                                  {k: v[going] for k, v in carry.data.items()})
-                if not len(rows):
-                    break
-    finally:
-        model.config = trained
-    return preds, q_halt, taken
+def solve(model, puzzles, steps, halt_p=None, slots=256, device="cpu", on_step=None, shrink=True):
+    """Every puzzle (a dict of numpy arrays) through `steps` supervision steps, `slots` at a time.
+
+    A puzzle leaves its slot after its last step (adaptive halting, halt_p given: the first step where
+    sigmoid(q_halt) > halt_p) and the next puzzle takes the slot at the next call, as halted slots do
+    in training, so the batch stays full and early exits save real compute. Once no puzzle waits, the
+    empty slots leave the batch (shrink=True); a compiled model keeps one shape instead (shrink=False),
+    and so one graph. The halting is decided here, not by the model's own step limit, so `steps` may
+    exceed the trained halt_max_steps: the recursion goes on instead of restarting.
+    on_step(step, index, outputs, finished) after each call, per row: its supervision step, its puzzle
+    (-1: an empty slot) and whether that puzzle has just taken its last step.
+    Returns preds (N, L), q_halt (N,) and steps taken (N,), numpy, each at its puzzle's last step."""
+    n = len(puzzles["inputs"])
+    out = dict(preds=np.empty_like(puzzles["inputs"]), q_halt=np.zeros(n, np.float32), steps=np.zeros(n, np.int32))
+    index = np.arange(min(slots, n))  # the puzzle in each slot
+    batch = {k: torch.from_numpy(np.ascontiguousarray(v[index])).to(device) for k, v in puzzles.items()}
+    carry, waiting = model.initial_carry(batch), len(index)  # every slot takes its puzzle at the first call
+    limit = halt_logit(halt_p) if halt_p is not None else math.inf
+    while len(index):
+        carry, outputs = model(carry, batch)
+        step, q = carry.steps.cpu().numpy(), outputs["q_halt_logits"].float().cpu().numpy()
+        live = index >= 0
+        at = index[live]
+        out["preds"][at] = outputs["preds"].cpu().numpy()[live]
+        out["q_halt"][at], out["steps"][at] = q[live], step[live]
+        done = (step >= steps) | (q > limit) | ~live
+        if on_step:
+            on_step(step, index, outputs, done & live)
+        restart = np.flatnonzero(done)
+        fill = restart[:n - waiting]  # the next waiting puzzles take the first free slots
+        index[restart], index[fill] = -1, np.arange(waiting, waiting + len(fill))
+        waiting += len(fill)
+        if len(fill):
+            rows = torch.from_numpy(fill).to(device)
+            for k, v in batch.items():
+                v[rows] = torch.from_numpy(np.ascontiguousarray(puzzles[k][index[fill]])).to(device)
+        keep = index >= 0
+        if not keep.any():
+            break
+        carry = dataclasses.replace(carry, halted=torch.from_numpy(done).to(device))
+        if shrink and not keep.all():  # nothing waits for the empty slots: drop them, the saving is real
+            rows = torch.from_numpy(keep).to(device)
+            index, batch = index[keep], {k: v[rows] for k, v in batch.items()}
+            carry = Carry(carry.y[rows], carry.z[rows], carry.steps[rows], carry.halted[rows],
+                          {k: v[rows] for k, v in carry.data.items()})
+    return out["preds"], out["q_halt"], out["steps"]
 
 
 @torch.inference_mode()
-def solve_set(model, puzzles, steps, halt_p, batch_size, device, snapshots=(), desc="solve", bar=True):
-    """Every puzzle in batches. Returns preds, q_halt, steps taken (numpy), wall seconds, and for each
-    step in `snapshots` the predictions after that step and the seconds spent up to it."""
-    n = len(puzzles["inputs"])
-    out = dict(preds=np.empty_like(puzzles["inputs"]), q_halt=np.empty(n, np.float32), steps=np.empty(n, np.int32))
-    snap = {s: dict(preds=np.empty_like(puzzles["inputs"]), q_halt=np.empty(n, np.float32), seconds=0.0)
-            for s in snapshots}
-    seconds = 0.0
-    for lo in tqdm(range(0, n, batch_size), desc=desc, leave=False, dynamic_ncols=True, disable=None if bar else True):
-        batch = {k: torch.from_numpy(np.ascontiguousarray(v[lo:lo + batch_size])).to(device)
-                 for k, v in puzzles.items()}
-        start = time.perf_counter()
+def solve_set(model, puzzles, steps, halt_p, batch_size, device, snapshots=(), desc="solve", bar=True, shrink=True):
+    """solve(), timed, with a bar over the puzzles. Returns preds, q_halt, steps taken, wall seconds, and
+    for each step in `snapshots` (fixed steps: every row is at the same step) the predictions after that
+    step and the seconds spent on the calls up to it."""
+    snap = {s: dict(preds=np.empty_like(puzzles["inputs"]), q_halt=np.empty(len(puzzles["inputs"]), np.float32),
+                    seconds=0.0) for s in snapshots}
+    progress = tqdm(total=len(puzzles["inputs"]), desc=desc, leave=False, dynamic_ncols=True,
+                    disable=None if bar else True)
+    clock = [time.perf_counter()]
 
-        def record(step, rows, outputs):
-            if step in snap:
-                at = lo + rows.cpu().numpy()
-                snap[step]["preds"][at] = outputs["preds"].cpu().numpy()
-                snap[step]["q_halt"][at] = outputs["q_halt_logits"].float().cpu().numpy()
-                snap[step]["seconds"] += time.perf_counter() - start
-
-        preds, q_halt, taken = solve(model, batch, steps, halt_p, record if snap else None)
+    def record(step, index, outputs, finished):
         if device == "cuda":
             torch.cuda.synchronize()
-        seconds += time.perf_counter() - start
-        out["preds"][lo:lo + batch_size] = preds.cpu().numpy()
-        out["q_halt"][lo:lo + batch_size] = q_halt.cpu().numpy()
-        out["steps"][lo:lo + batch_size] = taken.cpu().numpy()
-    return dict(out, seconds=seconds, snapshots=snap)
+        spent, clock[0] = time.perf_counter() - clock[0], time.perf_counter()
+        live = index >= 0
+        for s, kept in snap.items():
+            kept["seconds"] += spent if step[live].max() <= s else 0.0
+            rows = live & (step == s)
+            if rows.any():
+                kept["preds"][index[rows]] = outputs["preds"].cpu().numpy()[rows]
+                kept["q_halt"][index[rows]] = outputs["q_halt_logits"].float().cpu().numpy()[rows]
+        progress.update(int(finished.sum()))
+
+    with progress:
+        start = time.perf_counter()
+        preds, q_halt, taken = solve(model, puzzles, steps, halt_p, batch_size, device, record, shrink)
+        seconds = time.perf_counter() - start
+    return dict(preds=preds, q_halt=q_halt, steps=taken, seconds=seconds, snapshots=snap)
 
 
 def score(task, shape, puzzles, preds):
@@ -315,7 +330,8 @@ def outcome(ok):
 def show(task, shape, model, puzzles, names, steps, halt_p, args, device):
     """Solve every puzzle, print the first args.show step by step and the rest one line each; GIF of the first."""
     threshold = halt_logit(args.halt_p[0])  # what "halt" means in the display, adaptive or not
-    kept = trace(model, puzzles, steps, halt_p, threshold, args.show, bool(args.gif), args.batch_size, device)
+    kept = trace(model, puzzles, steps, halt_p, threshold, args.show, bool(args.gif), args.batch_size, device,
+                 shrink=not args.compile)
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     width = shutil.get_terminal_size((100, 24)).columns
     trained, solved, judged = model.config.halt_max_steps, 0, 0
@@ -362,33 +378,28 @@ def step_bar(total, desc):
                 disable=None if total >= LONG_RUN else True)
 
 
-def trace(model, puzzles, steps, halt_p, threshold, shown, gif, batch_size, device):
+def trace(model, puzzles, steps, halt_p, threshold, shown, gif, batch_size, device, shrink=True):
     """Solve every puzzle, keeping what show() prints in memory that does not grow with the steps: per
     puzzle its last answer and step and the first step with q_halt > threshold; for the `shown` first
     puzzles their runs (one entry per change, a panel each); every step only for the GIF's puzzle (0)."""
     n = len(puzzles["inputs"])
-    kept = dict(preds=np.empty_like(puzzles["inputs"]), steps=np.empty(n, np.int32), first_halt=np.zeros(n, np.int32),
-                runs=[[] for _ in range(min(shown, n))], every=[] if gif else None)
+    kept = dict(first_halt=np.zeros(n, np.int32), runs=[[] for _ in range(min(shown, n))], every=[] if gif else None)
     bar = step_bar(steps * -(-n // batch_size), "solve")
 
-    def record(step, rows, outputs):
-        rows, q = rows.cpu().numpy(), outputs["q_halt_logits"].float().cpu().numpy()
-        kept["first_halt"][rows[(q > threshold) & (kept["first_halt"][rows] == 0)]] = step
-        for i in np.flatnonzero(rows < len(kept["runs"])):
+    def record(step, index, outputs, finished):
+        q, live = outputs["q_halt_logits"].float().cpu().numpy(), index >= 0
+        first = np.flatnonzero(live & (q > threshold))
+        first = first[kept["first_halt"][index[first]] == 0]
+        kept["first_halt"][index[first]] = step[first]
+        for i in np.flatnonzero(live & (index < len(kept["runs"]))):
             pred = outputs["preds"][i].cpu().numpy().copy()  # a copy: a view would keep the whole batch's array
-            add_step(kept["runs"][rows[i]], step, pred, float(q[i]), threshold)
-            if rows[i] == 0 and gif:
-                kept["every"].append((step, pred, float(q[i])))
+            add_step(kept["runs"][index[i]], int(step[i]), pred, float(q[i]), threshold)
+            if index[i] == 0 and gif:
+                kept["every"].append((int(step[i]), pred, float(q[i])))
         bar.update()
 
     with torch.inference_mode(), bar:
-        for lo in range(0, n, batch_size):  # a long --puzzle_file in batches, not all at once
-            chunk = {k: torch.from_numpy(np.ascontiguousarray(v[lo:lo + batch_size])).to(device)
-                     for k, v in puzzles.items()}
-            preds, _, taken = solve(model, chunk, steps, halt_p,
-                                    lambda step, rows, outputs: record(step, rows + lo, outputs))
-            kept["preds"][lo:lo + batch_size] = preds.cpu().numpy()
-            kept["steps"][lo:lo + batch_size] = taken.cpu().numpy()
+        kept["preds"], _, kept["steps"] = solve(model, puzzles, steps, halt_p, batch_size, device, record, shrink)
     return kept
 
 
@@ -428,26 +439,27 @@ def write_file(option, path, write):
 
 def evaluate(task, shape, model, puzzles, steps, args, device):
     """Every puzzle of the set with fixed steps and, for --halt=adaptive, with early exit at each
-    --halt_p too. The runs alternate batch by batch, in an order rotated each batch, so that other
-    jobs on a busy machine slow each alike."""
+    --halt_p too. The runs alternate every few batches, in an order rotated each time, so that other
+    jobs on a busy machine slow each alike (each run streams its puzzles through the slots: see solve)."""
     modes = [None] + (args.halt_p if args.halt == "adaptive" else [])
     n, size = len(puzzles["inputs"]), args.batch_size
     results = {m: dict(preds=np.empty_like(puzzles["inputs"]), steps=np.empty(n, np.int32),
                        seconds=[0.0] * args.repeats) for m in modes}
-    solve_set(model, {k: v[:8] for k, v in puzzles.items()}, 1, None, size, device, bar=False)  # warm-up
+    shrink, part = not args.compile, size * INTERLEAVE
+    solve_set(model, {k: v[:size] for k, v in puzzles.items()}, 1, None, size, device, bar=False, shrink=shrink)  # warm-up
     with tqdm(total=args.repeats * n * len(modes), desc="eval", leave=False, dynamic_ncols=True, disable=None) as bar:
         for rep in range(args.repeats):
-            for i, lo in enumerate(range(0, n, size)):
-                chunk = {k: v[lo:lo + size] for k, v in puzzles.items()}
+            for i, lo in enumerate(range(0, n, part)):
+                chunk = {k: v[lo:lo + part] for k, v in puzzles.items()}
                 turn = (i + rep) % len(modes)
                 for halt_p in modes[turn:] + modes[:turn]:
-                    r = solve_set(model, chunk, steps, halt_p, size, device, bar=False)
+                    r = solve_set(model, chunk, steps, halt_p, size, device, bar=False, shrink=shrink)
                     results[halt_p]["seconds"][rep] += r["seconds"]
-                    results[halt_p]["preds"][lo:lo + size], results[halt_p]["steps"][lo:lo + size] = \
+                    results[halt_p]["preds"][lo:lo + part], results[halt_p]["steps"][lo:lo + part] = \
                         r["preds"], r["steps"]
                     bar.update(len(chunk["inputs"]))
     print(f"{n} puzzles, {device} {model.config.forward_dtype}, batch {size}, {args.repeats} timed run(s) each, "
-          f"interleaved batch by batch")
+          f"interleaved every {INTERLEAVE} batches")
     print("| halting | mean steps | wall time (s) | speed-up | exact | valid by the rules | cells |")
     print("|---|---|---|---|---|---|---|")
     fixed_time = float(np.median(results[None]["seconds"]))
@@ -473,7 +485,7 @@ def sweep(task, shape, model, puzzles, step_counts, args, device, chart):
     """One run to the largest step count, predictions and time read off at each count asked for:
     the same numbers as separate runs (a step does not depend on the limit), for a fraction of the time."""
     r = solve_set(model, puzzles, max(step_counts), None, args.batch_size, device, snapshots=step_counts,
-                  desc="sweep")
+                  desc="sweep", shrink=not args.compile)
     trained = model.config.halt_max_steps
     n = len(puzzles["inputs"])
     print(f"{n} puzzles, {device} {model.config.forward_dtype}, batch {args.batch_size}; trained with {trained} steps")
@@ -538,10 +550,13 @@ def build_parser():
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float32 | float64")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (for GPUs): one graph, every batch kept at --batch_size rows")
     return p
 
 
 MAX_STEPS = 2**31 - 1  # steps are counted in int32 tensors
+INTERLEAVE = 4  # --eval: batches of puzzles each halting rule solves before the next one takes its turn
 
 
 def parse_args(argv):
@@ -603,6 +618,8 @@ def run(args):
     except ValueError as e:
         raise UserError(f"{data_dir if args.puzzle is None and not args.puzzle_file else 'the puzzles'}: {e}") from None
     steps = args.steps or model.config.halt_max_steps
+    if args.compile:
+        model = torch.compile(model)
     if args.sweep:
         chart = args.chart or os.path.join(os.path.dirname(args.official_ckpt) if args.official_ckpt else args.out_dir,
                                            "sweep.png")

@@ -92,3 +92,32 @@ def test_a_checkpoint_is_written_only_once_its_weights_gave_a_finite_loss(sudoku
         assert saved["model"]["puzzle_emb.weights"].abs().max() < 1e29
     else:
         assert "no checkpoint was written yet" in message
+
+
+def test_compiled_sampling_streams_puzzles_through_one_graph():
+    """sample.py --compile: adaptive halting keeps the batch shape (halted slots take the next puzzle),
+    so one graph serves every step, and the answers are the eager ones."""
+    import numpy as np
+    import sample
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    cfg = TRMConfig(vocab_size=7, seq_len=9, num_puzzle_identifiers=5, hidden_size=16, num_heads=2, H_cycles=2,
+                    L_cycles=1, halt_max_steps=4, puzzle_emb_ndim=16, puzzle_emb_len=1, mlp_t=True,
+                    pos_encodings="none", forward_dtype="float64")  # float64: as few rounding differences as can be
+    model = TRM(cfg).double().eval()
+    with torch.no_grad():  # q_halt varies with the puzzle: slots halt at varied steps
+        model.q_head.weight.normal_(0, 1.0)
+        model.q_head.bias.zero_()
+    puzzles = {k: v.numpy() for k, v in random_batch(40, cfg, torch.Generator().manual_seed(2)).items()}
+    compiled, sizes = torch.compile(model), []
+    counters.clear()
+    with torch.inference_mode():
+        preds, q, taken = sample.solve(compiled, puzzles, 6, halt_p=0.5, slots=8, shrink=False,
+                                       on_step=lambda step, index, out, done: sizes.append(len(index)))
+        eager = sample.solve(model, puzzles, 6, halt_p=0.5, slots=8)
+    assert len(set(taken.tolist())) >= 3 and set(sizes) == {8}
+    assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 1, "one graph for every step: no recompilation"
+    assert np.array_equal(preds, eager[0]) and np.array_equal(taken, eager[2]), "the same answers and exits"
+    # Fusion rounds RMSNorm's float32 steps differently, and the recursion amplifies that (~1e-6 after one step).
+    np.testing.assert_allclose(q, eager[1], rtol=0.05, atol=0.05)

@@ -72,9 +72,9 @@ def tiny_model(seed=0, halt_max_steps=3):
 
 
 def random_batch(n, seed=0):
-    rng = np.random.default_rng(seed)
-    inputs = torch.from_numpy(rng.integers(1, 6, (n, 16)).astype(np.int32))
-    return dict(inputs=inputs, labels=inputs.clone(), puzzle_identifiers=torch.zeros(n, dtype=torch.int32))
+    """n random 4x4 puzzles as numpy arrays, the way sample.solve takes them."""
+    inputs = np.random.default_rng(seed).integers(1, 6, (n, 16)).astype(np.int32)
+    return dict(inputs=inputs, labels=inputs.copy(), puzzle_identifiers=np.zeros(n, dtype=np.int32))
 
 
 # ------------------------------------------------------------------------------ puzzles and rules
@@ -176,20 +176,27 @@ def test_rule_check_solved_without_a_label_and_the_reasons_it_fails():
 
 # ------------------------------------------------------------------------------ inference
 
-def test_adaptive_batch_shrinking_equals_solving_each_puzzle_alone():
-    model, batch = tiny_model(), random_batch(12)
+@pytest.mark.parametrize("slots, shrink", [(12, True), (5, True), (5, False)])
+def test_adaptive_halting_equals_solving_each_puzzle_alone(slots, shrink):
+    """Puzzles stream through the slots (a halted one's slot takes the next puzzle): each answer is the
+    one the puzzle gets alone, and no row is computed for an empty slot unless the batch keeps its shape."""
+    model, puzzles = tiny_model(), random_batch(12)
     sizes = []
     with torch.inference_mode():
-        preds, q_halt, taken = sample.solve(model, batch, 6, halt_p=0.5,
-                                            on_step=lambda step, rows, out: sizes.append(len(rows)))
+        preds, q_halt, taken = sample.solve(model, puzzles, 6, halt_p=0.5, slots=slots, shrink=shrink,
+                                            on_step=lambda step, index, out, done: sizes.append(len(index)))
         for i in range(12):
-            alone = {k: v[i:i + 1] for k, v in batch.items()}
-            p, q, t = sample.solve(model, alone, 6, halt_p=0.5)
-            assert torch.equal(p[0], preds[i]) and t[0] == taken[i], f"puzzle {i}"
-            torch.testing.assert_close(q[0], q_halt[i])
+            p, q, t = sample.solve(model, {k: v[i:i + 1] for k, v in puzzles.items()}, 6, halt_p=0.5)
+            assert np.array_equal(p[0], preds[i]) and t[0] == taken[i], f"puzzle {i}"
+            np.testing.assert_allclose(q[0], q_halt[i])
     assert len(set(taken.tolist())) >= 3, "the test needs puzzles halting at different steps"
-    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0], "halted rows leave the batch"
-    assert sizes[1:] == [int((taken >= s).sum()) for s in range(2, len(sizes) + 1)]
+    if shrink:
+        assert sum(sizes) == taken.sum(), "every row of every call is a puzzle's step: nothing wasted"
+        assert sizes[-1] < sizes[0] and sizes == sorted(sizes, reverse=True)
+    else:
+        assert set(sizes) == {slots}, "a compiled model sees one shape"
+    if slots < 12:
+        assert len(sizes) < taken.sum() / slots + 6, "halted slots were refilled, not left to idle"
     halted_early = taken < 6
     assert (q_halt[halted_early] > 0).all() and (q_halt[~halted_early] <= 0).all()
 
@@ -200,8 +207,9 @@ def test_steps_beyond_training_continue_the_recursion_instead_of_restarting():
     longer.load_state_dict(model.state_dict())
     q_ours, q_naive, q_longer = [], [], []
     with torch.inference_mode():
-        sample.solve(model, batch, 5, on_step=lambda s, rows, out: q_ours.append(out["q_halt_logits"]))
-        assert model.config.halt_max_steps == 2, "the trained config is restored"
+        sample.solve(model, batch, 5, on_step=lambda s, index, out, done: q_ours.append(out["q_halt_logits"]))
+        assert model.config.halt_max_steps == 2, "the trained config is untouched"
+        batch = {k: torch.from_numpy(v) for k, v in batch.items()}
         carry = model.initial_carry(batch)
         for _ in range(5):  # plain forward: halts at step 2, and the halted slots restart at step 3
             carry, out = model(carry, batch)
@@ -216,8 +224,7 @@ def test_steps_beyond_training_continue_the_recursion_instead_of_restarting():
 
 
 def test_sweep_snapshots_equal_separate_runs():
-    model, batch = tiny_model(), random_batch(10)
-    puzzles = {k: v.numpy() for k, v in batch.items()}
+    model, puzzles = tiny_model(), random_batch(10)
     swept = sample.solve_set(model, puzzles, 4, None, 4, "cpu", snapshots=[1, 2, 4], bar=False)
     for steps in (1, 2, 4):
         alone = sample.solve_set(model, puzzles, steps, None, 4, "cpu", bar=False)
@@ -309,11 +316,11 @@ def test_test_puzzles_adaptive_eval_and_sweep(run_dir, sudoku4, tmp_path, capsys
     whole = sample_main(capsys, f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--show=1", "--color=never",
                         "--num_puzzles=3")
     sizes, solve = [], sample.solve
-    monkeypatch.setattr(sample, "solve", lambda model, batch, *a: sizes.append(len(batch["inputs"])) or
-                        solve(model, batch, *a))
+    monkeypatch.setattr(sample, "solve", lambda model, puzzles, steps, halt_p, slots, *a: sizes.append(
+        (len(puzzles["inputs"]), slots)) or solve(model, puzzles, steps, halt_p, slots, *a))
     assert whole == sample_main(capsys, f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--show=1",
                                 "--color=never", "--num_puzzles=3", "--batch_size=2"), "batches change nothing"
-    assert sizes == [2, 1]
+    assert sizes == [(3, 2)]  # 3 puzzles through 2 slots
     monkeypatch.undo()
     out = sample_main(capsys, f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--eval", "--halt=adaptive",
                       "--halt_p=0.5,0.9", "--batch_size=16", "--repeats=2")
@@ -456,14 +463,14 @@ def every_step(model, batch, steps):
     """Each step's answers and q_halt, recorded in full, to compare what sample.trace keeps against."""
     seen = []
     with torch.inference_mode():
-        sample.solve(model, batch, steps, on_step=lambda step, rows, out: seen.append(
+        sample.solve(model, batch, steps, on_step=lambda step, index, out, done: seen.append(
             (out["preds"].numpy().copy(), out["q_halt_logits"].numpy().copy())))
     return seen
 
 
 def test_a_long_solve_keeps_per_step_answers_only_where_they_are_drawn():
     model, batch = tiny_model(), random_batch(6)
-    puzzles = {k: v.numpy() for k, v in batch.items()}
+    puzzles = batch
     shapes = []
     for steps in (3, 300):  # what is kept for puzzles not drawn step by step does not grow with the steps
         kept = sample.trace(model, puzzles, steps, None, 0.0, shown=0, gif=False, batch_size=4, device="cpu")
@@ -493,7 +500,7 @@ class Terminal(io.StringIO):
 
 def test_a_long_solve_draws_a_progress_bar_over_its_steps_and_a_short_one_none(monkeypatch):
     model, batch = tiny_model(), random_batch(6)
-    puzzles = {k: v.numpy() for k, v in batch.items()}
+    puzzles = batch
     for steps, drawn in ((3, False), (300, True)):
         monkeypatch.setattr(sys, "stderr", Terminal())
         sample.trace(model, puzzles, steps, None, 0.0, shown=0, gif=False, batch_size=6, device="cpu")
