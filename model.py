@@ -122,10 +122,30 @@ class Linear(nn.Module):
         return F.linear(x, self.weight.to(x.dtype), bias)
 
 
-def rms_norm(h, eps):
-    # Official op order in float32, bit for bit: another order drifts ~5x per supervision step.
-    h32 = h.to(torch.float32)
-    return (h32 * torch.rsqrt(h32.square().mean(-1, keepdim=True) + eps)).to(h.dtype)
+def rms_norm(h, eps, dim=-1):
+    return RMSNorm.apply(h, eps, dim)
+
+
+class RMSNorm(torch.autograd.Function):
+    """h / rms(h) along `dim`. The forward is the official op order in float32, bit for bit (another
+    order drifts ~5x per supervision step). The backward is written out, g' = (g - y * mean(g * y)) / rms,
+    where autograd would take about twice the passes over the activations and keep h, h^2 and 1/rms."""
+
+    @staticmethod
+    def forward(ctx, h, eps, dim):
+        h32 = h.to(torch.float32)
+        rstd = torch.rsqrt(h32.square().mean(dim, keepdim=True) + eps)
+        y = h32 * rstd
+        ctx.save_for_backward(y, rstd)
+        ctx.dim = dim
+        return y.to(h.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        y, rstd = ctx.saved_tensors
+        g32 = g.to(torch.float32)
+        mean_gy = torch.linalg.vecdot(g32, y, dim=ctx.dim).unsqueeze(ctx.dim) / y.shape[ctx.dim]
+        return (g32 * rstd).addcmul_(y, mean_gy * rstd, value=-1).to(g.dtype), None, None
 
 
 def swiglu_inner(width, expansion):  # round(e * w * 2/3), rounded up to a multiple of 256
@@ -140,8 +160,45 @@ class SwiGLU(nn.Module):
         self.down_proj = Linear(inner, width)
 
     def forward(self, h):
-        gate, up = self.gate_up_proj(h).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(silu_gate(self.gate_up_proj(h), -1))
+
+    def over_tokens(self, h):
+        """MLP-t's SwiGLU over the sequence axis of h (B, L, D). The official code transposes h to
+        (B, D, L) and back around it; W @ h, one matrix product per puzzle, gives the same sums with no
+        transposed copies (1.6x faster forward and backward on a CPU, measured)."""
+        B = h.shape[0]
+        w_in, w_out = (lin.weight.to(h.dtype).expand(B, -1, -1) for lin in (self.gate_up_proj, self.down_proj))
+        return torch.bmm(w_out, silu_gate(torch.bmm(w_in, h), 1))
+
+
+def silu_gate(gate_up, dim):
+    return SiluGate.apply(gate_up, dim)
+
+
+class SiluGate(torch.autograd.Function):
+    """silu(gate) * up from the two halves of one projection along `dim`. The backward writes both
+    halves' gradients into one buffer, where autograd would compute them apart and then concatenate."""
+
+    @staticmethod
+    def forward(ctx, gate_up, dim):
+        gate, up = gate_up.chunk(2, dim)
+        act = F.silu(gate)
+        ctx.save_for_backward(gate_up, act)
+        ctx.dim = dim
+        return act * up
+
+    @staticmethod
+    def backward(ctx, g):
+        gate_up, act = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, ctx.dim)
+        if torch.compiler.is_compiling():  # the compiler fuses the concatenation into the products itself
+            return torch.cat((torch.ops.aten.silu_backward(g * up, gate), g * act), ctx.dim), None
+        grad = torch.empty_like(gate_up)
+        d_gate, d_up = grad.chunk(2, ctx.dim)
+        torch.mul(g, up, out=d_gate)  # then, in place, times silu'(gate)
+        torch.ops.aten.silu_backward.grad_input(d_gate, gate, grad_input=d_gate)
+        torch.mul(g, act, out=d_up)
+        return grad, None
 
 
 def rope_tables(head_dim, length, theta):
@@ -186,9 +243,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg.hidden_size, cfg.expansion)
 
     def forward(self, h, rope):
-        if hasattr(self, "mlp_t"):
-            ht = h.transpose(1, 2)  # (B, D, L) view: the norm, too, runs over the sequence axis
-            h = rms_norm(ht + self.mlp_t(ht), self.eps).transpose(1, 2)
+        if hasattr(self, "mlp_t"):  # mixes the tokens; the norm, too, runs over the sequence axis
+            h = rms_norm(h + self.mlp_t.over_tokens(h), self.eps, dim=1)
         else:
             h = rms_norm(h + self.self_attn(h, rope), self.eps)
         return rms_norm(h + self.mlp(h), self.eps)

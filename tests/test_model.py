@@ -321,3 +321,30 @@ def test_truncated_normal_init_has_the_requested_std_and_bounds():
     widened = 0.5 / math.sqrt(1 - 4 * math.exp(-2) / math.sqrt(2 * math.pi) / math.erf(math.sqrt(2)))
     bound = t.abs().max().item()
     assert 0.999 * 2 * widened < bound <= 2 * widened + 1e-12
+
+
+@pytest.mark.parametrize("dim", [-1, 1])
+def test_the_written_out_backwards_are_the_true_gradients(dim):
+    """RMSNorm and SiluGate carry hand-written backward passes (for speed). SiluGate: gradcheck in
+    float64. RMSNorm computes in float32 whatever its input (as officially): against autograd there."""
+    from model import RMSNorm, SiluGate
+    torch.manual_seed(0)
+    h = torch.randn(3, 6, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: SiluGate.apply(t, dim), (h,))
+    h32 = h.detach().float().requires_grad_()
+    g = torch.randn_like(h32)
+    official = h32 * torch.rsqrt(h32.square().mean(dim, keepdim=True) + 1e-5)
+    (expected,) = torch.autograd.grad(official, h32, g)
+    ours = RMSNorm.apply(h32, 1e-5, dim)
+    assert torch.equal(ours, official)  # the forward is the official op order, bit for bit
+    torch.testing.assert_close(torch.autograd.grad(ours, h32, g)[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_t_without_transposes_gives_the_official_sums():
+    """The official MLP-t transposes h to (B, D, L) and applies the SwiGLU on its last axis."""
+    from model import SwiGLU
+    torch.manual_seed(0)
+    mlp = SwiGLU(10, 4).double()
+    h = torch.randn(3, 10, 16, dtype=torch.float64)
+    official = mlp(h.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(mlp.over_tokens(h), official, rtol=1e-12, atol=1e-12)
