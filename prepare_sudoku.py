@@ -39,14 +39,16 @@ HF_URL = f"https://huggingface.co/datasets/{HF_REPO}/resolve/main/{{}}"
 GIVENS = {9: {"easy": (36, 40), "medium": (26, 30)}, 6: {"easy": (16, 18), "medium": (12, 13)},
           4: {"easy": (7, 8), "medium": (5, 6)}}
 ROBUST_FORMS = 8  # equivalent forms the robust rating takes the median over
-# extreme: a climb keeps a puzzle once its median over the generator's own ROBUST_FORMS random forms reaches
-# EXTREME_GATE; a written puzzle also needs a recorded rating (other forms) of at least EXTREME_MIN_RATING.
-EXTREME_GATE, EXTREME_MIN_RATING = 13, 5
-OPEN_GATE = 220  # candidates left after singles below which the costly rating is not tried (top1465: p10 218)
-CLIMB_STEPS = 300  # local-search moves tried on one start before restarting from a new minimal puzzle
-CLIMB_KEEPS = 16  # puzzles one climb may contribute (all share its solution grid)
-REPAIR_TRIES = 8  # cells tried per repair step, the one leaving most candidates kept
-CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 16}  # puzzles per work unit of the generator
+# Search levels (extreme, diabolical): a puzzle is kept when its fast robust rating over 24 of the generator's
+# own random forms reaches `gate` (more forms than the record uses, so a set's recorded figures are not the
+# lucky draws it was picked by), and written when its recorded robust rating (robust_rating: 8 seeded forms)
+# reaches `least`.
+SEARCH_LEVELS = {"extreme": {"gate": 15, "least": 5}, "diabolical": {"gate": 70, "least": 30}}
+SCREEN_FORMS = 8  # fast-rated forms per candidate, three times that near the gate
+POPULATION = 24  # puzzles whose neighbours a search generation tries
+DROPS = 10  # givens dropped per population member and generation
+STALL = 30  # generations without a better population before a search starts over from new minimal puzzles
+CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 50, "diabolical": 10}  # puzzles per work unit of the generator
 
 
 # ============================================================================ grids and rules
@@ -631,6 +633,159 @@ def _digits(tokens):
     return [max(int(t) - 1, 0) for t in np.asarray(tokens).reshape(-1)]
 
 
+# ============================================================================ batched solver (numpy)
+# The same search as _search with first-solution counting, run on many grids at once: candidate masks are
+# an (L, B) int16 array, one column per grid, so every rule is a few whole-array operations instead of a
+# Python loop per cell (about 5x faster per search node). The generator rates with it; recorded ratings
+# still come from first_guesses. Its propagation reaches the closure of naked and hidden singles, where a
+# cell holding two hidden singles is a contradiction; _propagate misses that when the cell has no other
+# candidate, and then searches a dead subtree. So fast_first_guesses <= first_guesses, equal almost always
+# (a lower bound: a gate on it never lets a puzzle through that the recorded figure would fail).
+
+def _masks(grids, size):
+    """(N, L) digits (0 = blank) -> (L, N) int16 candidate masks (a given is its own bit)."""
+    grids = np.asarray(grids, np.int16)
+    return np.where(grids > 0, 1 << np.maximum(grids - 1, 0), (1 << size) - 1).astype(np.int16).T.copy()
+
+
+def _fold(parts):
+    """Bits present in some part (once) and in two or more (twice), over equal-shape arrays."""
+    once, twice = parts[0] | parts[1], parts[0] & parts[1]
+    for m in parts[2:]:
+        twice |= once & m
+        once |= m
+    return once, twice
+
+
+def _unit_folds(x, size):
+    """(once, twice) over the cells of every row (size, B), column (size, B) and box (bands, stacks, B):
+    whole-array slices of reshaped views, so no index gathers."""
+    br, bc = BOX_SHAPES[size]
+    grid = x.reshape(size, size, -1)
+    boxes = x.reshape(size // br, br, size // bc, bc, -1)
+    return (_fold([grid[:, k] for k in range(size)]), _fold([grid[k] for k in range(size)]),
+            _fold([boxes[:, i, :, j] for i in range(br) for j in range(bc)]))
+
+
+def _spread(row, col, box, size):
+    """Per cell, the OR of its row's, column's and box's values: (L, B)."""
+    br, bc = BOX_SHAPES[size]
+    cells = (row[:, None, :] | col[None, :, :]).reshape(size // br, br, size // bc, bc, -1)
+    cells |= box[:, None, :, None, :]
+    return cells.reshape(size * size, -1)
+
+
+def _close(x, size):
+    """Naked and hidden singles on every column of x until none changes (x is updated in place; columns
+    that settle leave the working set). Returns alive (B,): False where a contradiction showed."""
+    full = (1 << size) - 1
+    alive = np.ones(x.shape[1], bool)
+    todo, y = np.arange(x.shape[1]), x
+    while len(todo):
+        single = (y & (y - 1)) == 0  # arithmetic masks, not np.where: a random mask makes where slow
+        (ro, rt), (co, ct), (bo, bt) = _unit_folds(y * single, size)
+        dead = (y == 0).any(0) | rt.any(0) | ct.any(0) | bt.reshape(-1, len(todo)).any(0)  # a digit twice
+        y2 = y & ~(_spread(ro, co, bo, size) * ~single)
+        (ro, rt), (co, ct), (bo, bt) = _unit_folds(y2, size)
+        dead |= (ro != full).any(0) | (co != full).any(0) | (bo != full).reshape(-1, len(todo)).any(0)
+        hidden = y2 & _spread(ro & ~rt, co & ~ct, bo & ~bt, size)
+        dead |= (hidden & (hidden - 1)).any(0)  # one cell must take two digits
+        y3 = hidden | (y2 * (hidden == 0))
+        changed = (y3 != y).any(0) & ~dead
+        x[:, todo] = y3
+        alive[todo[dead]] = False
+        todo, y = todo[changed], y3[:, changed]
+    return alive
+
+
+@functools.lru_cache(maxsize=None)
+def _popcounts(size):
+    return np.array([bin(m).count("1") for m in range(1 << size)], np.int8)
+
+
+class _Stacks:
+    """The depth-first stacks of many searches at once: per search and depth, the grid before a branch,
+    its branching cell and the candidates of that cell not tried yet."""
+
+    def __init__(self, n, cells, depth=24):
+        self.state = np.zeros((n, depth, cells), np.int16)
+        self.cell = np.zeros((n, depth), np.intp)
+        self.left = np.zeros((n, depth), np.int16)
+        self.top = np.zeros(n, np.intp)
+
+    def push(self, tasks, grids, cells):
+        depth = self.top[tasks]
+        if depth.max() >= self.state.shape[1]:  # grow: depth is bounded by the blank cells
+            self.state = np.concatenate([self.state, np.zeros_like(self.state)], 1)
+            self.cell = np.concatenate([self.cell, np.zeros_like(self.cell)], 1)
+            self.left = np.concatenate([self.left, np.zeros_like(self.left)], 1)
+        self.state[tasks, depth] = grids
+        self.cell[tasks, depth] = cells
+        self.left[tasks, depth] = grids[np.arange(len(tasks)), cells]
+        self.top[tasks] += 1
+
+    def pop(self, tasks):
+        """Each task's next branch: its smallest untried digit placed (a frame is dropped with its last).
+        Returns the child grids (L, T) and whether each was a guess (not its cell's last candidate)."""
+        depth = self.top[tasks] - 1
+        left = self.left[tasks, depth]
+        bit = left & -left
+        left ^= bit
+        self.left[tasks, depth] = left
+        self.top[tasks] -= left == 0
+        grids = self.state[tasks, depth]
+        grids[np.arange(len(tasks)), self.cell[tasks, depth]] = bit
+        return grids.T.copy(), left != 0
+
+
+def _search_many(grids, size, limit=1):
+    """_search on every grid (N, L) at once, the first cell with fewest candidates branched in increasing
+    digit order: (guesses before the first solution, solutions found up to `limit`, [(grid index, solution
+    masks)] in the order found). A grid whose givens clash has 0 solutions and 0 guesses."""
+    n, cells = len(grids), size * size
+    guesses, first = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    found, solutions = np.zeros(n, np.int64), []
+    stacks, pop = _Stacks(n, cells), _popcounts(size)
+    tasks, x = np.arange(n), _masks(grids, size)
+    while True:
+        alive = _close(x, size)
+        grids_t = x.T
+        open_cell = (grids_t & (grids_t - 1)) != 0
+        solved = alive & ~open_cell.any(1)
+        done = tasks[solved]
+        first[done[found[done] == 0]] = guesses[done[found[done] == 0]]
+        found[done] += 1
+        solutions.extend(zip(done.tolist(), grids_t[solved]))
+        branch = alive & ~solved
+        if branch.any():
+            counts = np.where(open_cell[branch], pop[grids_t[branch]], size + 1)
+            stacks.push(tasks[branch], grids_t[branch], np.argmin(counts, axis=1))  # argmin: the first
+        tasks = np.flatnonzero((found < limit) & (stacks.top > 0))
+        if not len(tasks):
+            return first, found, solutions
+        x, guess = stacks.pop(tasks)
+        guesses[tasks] += guess
+
+
+def _digits_of_masks(masks, size):
+    """Solved masks (..., L) -> digits."""
+    return np.log2(np.maximum(masks, 1)).round().astype(np.int64) + 1
+
+
+def fast_first_guesses(grids, size):
+    """first_guesses of every grid (N, L) at once (see the section comment: equal but for a rare dead
+    subtree that _propagate searches, so never more)."""
+    return _search_many(np.asarray(grids).reshape(-1, size * size), size, 1)[0]
+
+
+def fast_form_guesses(puzzles, size, rng, forms):
+    """fast_first_guesses of `forms` random forms (numpy Generator rng) of every puzzle (N, L digits):
+    (N, forms)."""
+    tokens = np.repeat(np.asarray(puzzles, np.uint8).reshape(len(puzzles), -1) + 1, forms, axis=0)
+    moved = apply_transforms(tokens, *random_transforms(rng, len(tokens), size)).astype(np.int16) - 1
+    return fast_first_guesses(np.maximum(moved, 0), size).reshape(len(puzzles), forms)
+
+
 # ============================================================================ generator
 
 def _full_grid(size, rng):
@@ -687,61 +842,97 @@ def _dig(solution, size, rng, stop_at=0):
     return puzzle
 
 
-def _singles(digits, size):
-    """Candidate masks after naked and hidden singles, or None on a contradiction."""
-    cand = _start(list(digits), size)
-    return cand if cand is not None and _propagate(cand, *_tables(size)) else None
+def _unique_many(grids, size):
+    """Per grid (N, L digits): its solution as a digit list when it has exactly one, else None (batched)."""
+    _, found, solutions = _search_many(np.asarray(grids), size, 2)
+    out = [None] * len(grids)
+    for i, masks in solutions:
+        if found[i] == 1:
+            out[i] = _digits_of_masks(masks, size).tolist()
+    return out
 
 
-def _open(cand):
-    """Candidates left after singles: order-free, cheap, and close to log-difficulty (top1465 median 240,
-    random minimal puzzles 136), so the climb steers by it and pays for the robust rating only near the top."""
-    return -1 if cand is None else sum(m.bit_count() for m in cand)
-
-
-def _swap(puzzle, solution, size, rng):
-    """A neighbour with the same unique solution: drop a random given, then while another solution exists
-    (it differs at the dropped cell, since the rest was unique) add back one cell where it differs, the
-    one of REPAIR_TRIES that leaves most candidates after singles. Returns (puzzle, candidates left)."""
-    unit_cells, peers, full = _tables(size)
-    trial = list(puzzle)
-    cell = rng.choice([c for c, d in enumerate(puzzle) if d])
-    trial[cell] = 0
-    while True:
-        cand = _singles(trial, size)
-        other = cand[:]
-        other[cell] &= ~(1 << (solution[cell] - 1))
-        found = []
-        if other[cell]:
-            _search(other, size, 1, found, [0, 0, 0], None)
-        if not found:
-            return trial, _open(cand)
-        differ = [c for c in range(size * size) if found[0][c] != solution[c] and not trial[c]]
-        scored = []
-        for c in rng.sample(differ, min(REPAIR_TRIES, len(differ))):
-            child = cand[:]
-            ok = _place(child, c, 1 << (solution[c] - 1), peers) and _propagate(child, unit_cells, peers, full)
-            scored.append((_open(child) if ok else -1, c))
-        trial[max(scored)[1]] = solution[max(scored)[1]]
-
-
-def _climb(solution, size, rng, gate):
-    """Local search from a minimal puzzle towards more candidates left after singles (never fewer), keeping
-    each distinct puzzle whose median over ROBUST_FORMS fresh random forms (the generator's own, not the
-    recorded ones) reaches `gate`; up to CLIMB_KEEPS of them."""
-    puzzle = _dig(solution, size, rng)
-    left, kept = _open(_singles(puzzle, size)), {}
-    for _ in range(CLIMB_STEPS):
-        trial, trial_left = _swap(puzzle, solution, size, rng)
-        if trial_left < left:
+def _neighbours(members, size, rng):
+    """Unique puzzles one move from the members (puzzle, solution): drop a given (kept if still unique);
+    otherwise take a second solution of what is left and add back one cell where the two differ, with
+    the member's digit (same solution) or the second solution's (a new solution grid). Neighbours of hard
+    puzzles tend to be hard, and the solution grid may drift, so the search is not tied to one grid."""
+    drops = []
+    for puzzle, solution in members:
+        givens = [c for c, d in enumerate(puzzle) if d]
+        for cell in rng.sample(givens, min(DROPS, len(givens))):
+            fewer = list(puzzle)
+            fewer[cell] = 0
+            drops.append((fewer, solution))
+    _, found, solutions = _search_many(np.array([d for d, _ in drops]), size, 2)
+    others = {}
+    for i, masks in solutions:
+        digits = _digits_of_masks(masks, size).tolist()
+        if digits != drops[i][1]:
+            others[i] = digits
+    unique, tries = [], []
+    for i, (fewer, solution) in enumerate(drops):
+        if found[i] == 1:
+            unique.append((fewer, solution))
             continue
-        puzzle, left = trial, trial_left
-        if left >= OPEN_GATE and tuple(puzzle) not in kept:
-            if robust_rating(puzzle, size, seed=rng.getrandbits(32)) >= gate:
-                kept[tuple(puzzle)] = puzzle
-                if len(kept) == CLIMB_KEEPS:
-                    break
-    return list(kept.values())
+        differ = [c for c in range(size * size) if others[i][c] != solution[c] and not fewer[c]]
+        for cell, grid in [(c, others[i]) for c in rng.sample(differ, min(2, len(differ)))] + \
+                          [(c, solution) for c in rng.sample(differ, min(1, len(differ)))]:
+            child = list(fewer)
+            child[cell] = grid[cell]
+            tries.append(child)
+    checked = _unique_many(tries, size) if tries else []
+    return unique + [(child, s) for child, s in zip(tries, checked) if s is not None]
+
+
+def _screen(puzzles, size, nrng, gate):
+    """Fast robust ratings on the generator's own random forms: the median over SCREEN_FORMS forms, or over
+    3 * SCREEN_FORMS for a puzzle within 3 of `gate` after the first ones (a median of 8 spreads widely,
+    and the best of many candidates is mostly a lucky draw of forms, not a hard puzzle)."""
+    guesses = fast_form_guesses(puzzles, size, nrng, SCREEN_FORMS)
+    scores = np.median(guesses, axis=1)
+    close = np.flatnonzero(scores >= gate - 3)
+    if len(close):
+        more = fast_form_guesses([puzzles[i] for i in close], size, nrng, 2 * SCREEN_FORMS)
+        scores[close] = np.median(np.concatenate([guesses[close], more], axis=1), axis=1)
+    return scores
+
+
+def _seeds(size, rng):
+    """A fresh population: random minimal puzzles (POPULATION * 2, the better half kept by the caller)."""
+    members = []
+    for _ in range(2 * POPULATION):
+        solution = _full_grid(size, rng)
+        members.append((_dig(solution, size, rng), solution))
+    return members
+
+
+def _evolve(level, size, rng, count):
+    """A population search: each generation rates the unique neighbours of the POPULATION best-scored
+    puzzles and keeps every puzzle whose score reaches the level's `gate` and whose recorded robust rating
+    reaches its `least`; after STALL generations without a better population it starts over from new
+    minimal puzzles. Returns up to `count` (puzzle, solution, recorded rating) in the order found."""
+    gate, least = SEARCH_LEVELS[level]["gate"], SEARCH_LEVELS[level]["least"]
+    nrng = np.random.default_rng(rng.getrandbits(64))
+    kept, population, seen, best, stall = [], [], set(), -1.0, STALL
+    while len(kept) < count:
+        if stall >= STALL:
+            fresh, population, best, stall = _seeds(size, rng), [], -1.0, 0
+        else:
+            fresh = [c for c in _neighbours([(p, s) for _, _, p, s in population], size, rng)
+                     if tuple(c[0]) not in seen]
+        seen.update(tuple(p) for p, _ in fresh)
+        scores = _screen([p for p, _ in fresh], size, nrng, gate).tolist() if fresh else []
+        for score, (puzzle, solution) in zip(scores, fresh):
+            if score >= gate and len(kept) < count:
+                rating = robust_rating(puzzle, size)  # the recorded figure: the reference rater, seeded forms
+                if rating >= least:
+                    kept.append((puzzle, solution, rating))
+        ranked = [(s, rng.random(), p, sol) for s, (p, sol) in zip(scores, fresh)]  # random tie-break
+        population = sorted(population + ranked, reverse=True)[:POPULATION]
+        total = sum(m[0] for m in population)
+        best, stall = (total, 0) if total > best else (best, stall + 1)
+    return kept
 
 
 def make_puzzle(difficulty, size, rng):
@@ -759,29 +950,27 @@ def make_puzzle(difficulty, size, rng):
             return puzzle, solution
 
 
-def _candidates(difficulty, size, rng):
-    """A batch of (puzzle, solution): one puzzle, or for extreme the keeps of one climb."""
-    if difficulty != "extreme":
-        return [make_puzzle(difficulty, size, rng)]
-    solution = _full_grid(size, rng)
-    return [(puzzle, solution) for puzzle in _climb(solution, size, rng, EXTREME_GATE)]
+def _candidates(difficulty, size, rng, count):
+    """A batch of (puzzle, solution, recorded rating or None): one puzzle of a clue level or `hard`, or
+    `count` of a search level."""
+    if difficulty not in SEARCH_LEVELS:
+        return [(*make_puzzle(difficulty, size, rng), None)]
+    return _evolve(difficulty, size, rng, count)
 
 
 def _generate_chunk(job):
     """A work unit: `count` puzzles from their own seed, so results do not depend on the worker count.
-    Rows: (puzzle, solution, robust rating); an extreme puzzle below EXTREME_MIN_RATING is not written."""
+    Rows: (puzzle, solution, robust rating), every puzzle proven unique by the reference solver."""
     difficulty, size, seed, index, count = job
     rng = random.Random(seed * 1_000_003 + index)
     rows = []
     while len(rows) < count:
-        for puzzle, solution in _candidates(difficulty, size, rng):
+        for puzzle, solution, rating in _candidates(difficulty, size, rng, count - len(rows)):
             solutions, _ = solve(puzzle, size)
             if len(solutions) != 1 or solutions[0] != solution:
                 raise InputError(f"generated {difficulty} puzzle {''.join(map(str, puzzle))} has "
                                  f"{len(solutions)} solutions; this is a generator bug, please report it")
-            rating = robust_rating(puzzle, size)
-            if difficulty != "extreme" or rating >= EXTREME_MIN_RATING:
-                rows.append((puzzle, solution, rating))
+            rows.append((puzzle, solution, robust_rating(puzzle, size) if rating is None else rating))
     return rows[:count]
 
 
@@ -817,7 +1006,7 @@ def generate(total, difficulty, size, seed=0, workers=1, stream=0, keys=None):
     """`total` distinct puzzles (no two equal up to augmentation, nor to one in `keys`, which gains theirs):
     (questions, answers, robust ratings). Streams draw disjoint work units: the test split is its own
     stream, so no climb gives puzzles (sharing a solution grid) to both splits."""
-    if difficulty in ("hard", "extreme") and size != 9:
+    if (difficulty == "hard" or difficulty in SEARCH_LEVELS) and size != 9:
         raise InputError(f"--difficulty {difficulty} needs --size 9: smaller grids hardly ever need a guess; "
                          f"fix: use easy or medium for --size {size}")
     chunk = CHUNK[difficulty]
@@ -995,7 +1184,7 @@ def bench(which):
             with open(os.path.join(tmp, "test.csv"), "w") as f:
                 f.write(to_csv(q[:100], a[:100], np.zeros(100), "bench", 9))
             jobs.append(("1000 puzzles x 1000 augmentations", ["--source", tmp, "--num_aug", "1000"]))
-        for level, n in (("easy", 2000), ("medium", 2000), ("hard", 1000), ("extreme", 1000)):
+        for level, n in (("easy", 2000), ("medium", 2000), ("hard", 1000), ("extreme", 1000), ("diabolical", 100)):
             if level in which:
                 jobs.append((f"--generate {n} --difficulty {level} (+1000 test)",
                              ["--generate", str(n), "--difficulty", level]))
@@ -1024,13 +1213,17 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = add_csv_sources(p, HF_REPO, "sudoku-extreme", "puzzles", count=3000)
     src.add_argument("--bench", nargs="?", const="aug,easy,medium", metavar="LIST",
-                     help="time the workloads in LIST (aug,easy,medium,hard,extreme; default aug,easy,medium) "
+                     help="time the workloads in LIST (aug,easy,medium,hard,extreme,diabolical; default "
+                          "aug,easy,medium) "
                           "and exit")
-    p.add_argument("--difficulty", choices=["easy", "medium", "hard", "extreme"], default="easy",
-                   help="generator level: easy 36-40 givens, medium 26-30, hard minimal and needing a guess, "
-                        f"extreme found by a search against the robust rating (median over {ROBUST_FORMS} "
-                        f"equivalent forms of the guesses to a first solution) and each rated at least "
-                        f"{EXTREME_MIN_RATING} (default %(default)s)")
+    p.add_argument("--difficulty", choices=["easy", "medium", "hard", *SEARCH_LEVELS], default="easy",
+                   help="generator level: easy 36-40 givens, medium 26-30, hard minimal and needing a guess; "
+                        "extreme and diabolical are found by a search against the robust rating (median over "
+                        f"{ROBUST_FORMS} equivalent forms of the guesses to a first solution): a kept puzzle scores "
+                        f"at least {SEARCH_LEVELS['extreme']['gate']} (diabolical "
+                        f"{SEARCH_LEVELS['diabolical']['gate']}) on the search's own forms and has a recorded "
+                        f"rating of at least {SEARCH_LEVELS['extreme']['least']} (diabolical "
+                        f"{SEARCH_LEVELS['diabolical']['least']}); 9x9 only (default %(default)s)")
     p.add_argument("--size", type=int, choices=sorted(BOX_SHAPES), default=9,
                    help="grid size: 4 (2x2 boxes), 6 (2x3 boxes) or 9 (3x3 boxes) (default %(default)s)")
     add_csv_splits(p, "puzzles", subsample_note=" (the paper uses 1000)")
