@@ -48,6 +48,7 @@ SCREEN_FORMS = 8  # fast-rated forms per candidate, three times that near the ga
 POPULATION = 24  # puzzles whose neighbours a search generation tries
 DROPS = 10  # givens dropped per population member and generation
 STALL = 30  # generations without a better population before a search starts over from new minimal puzzles
+STRAGGLERS = 8  # searches left in a batch at which the rest is finished by the reference solver
 CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 50, "diabolical": 10}  # puzzles per work unit of the generator
 
 
@@ -657,22 +658,26 @@ def _fold(parts):
     return once, twice
 
 
+@functools.lru_cache(maxsize=None)
+def _unit_tables(size):
+    """(size, 3*size): the k-th cell of every unit; (L, 3): the units of every cell."""
+    cells = units(size)
+    of_cell = np.zeros((size * size, 3), np.intp)
+    for u, members in enumerate(cells):
+        of_cell[members, u // size] = u
+    return np.ascontiguousarray(cells.T), of_cell
+
+
 def _unit_folds(x, size):
-    """(once, twice) over the cells of every row (size, B), column (size, B) and box (bands, stacks, B):
-    whole-array slices of reshaped views, so no index gathers."""
-    br, bc = BOX_SHAPES[size]
-    grid = x.reshape(size, size, -1)
-    boxes = x.reshape(size // br, br, size // bc, bc, -1)
-    return (_fold([grid[:, k] for k in range(size)]), _fold([grid[k] for k in range(size)]),
-            _fold([boxes[:, i, :, j] for i in range(br) for j in range(bc)]))
+    """(once, twice), (3*size, B), over the cells of every unit: one row gather (whole B-long rows), then
+    a fold over the size cells of all units at once."""
+    return _fold(list(x[_unit_tables(size)[0]]))
 
 
-def _spread(row, col, box, size):
-    """Per cell, the OR of its row's, column's and box's values: (L, B)."""
-    br, bc = BOX_SHAPES[size]
-    cells = (row[:, None, :] | col[None, :, :]).reshape(size // br, br, size // bc, bc, -1)
-    cells |= box[:, None, :, None, :]
-    return cells.reshape(size * size, -1)
+def _spread(values, size):
+    """Per cell, the OR of its three units' values (3*size, B): (L, B)."""
+    rows = values[_unit_tables(size)[1]]
+    return rows[:, 0] | rows[:, 1] | rows[:, 2]
 
 
 def _close(x, size):
@@ -683,12 +688,12 @@ def _close(x, size):
     todo, y = np.arange(x.shape[1]), x
     while len(todo):
         single = (y & (y - 1)) == 0  # arithmetic masks, not np.where: a random mask makes where slow
-        (ro, rt), (co, ct), (bo, bt) = _unit_folds(y * single, size)
-        dead = (y == 0).any(0) | rt.any(0) | ct.any(0) | bt.reshape(-1, len(todo)).any(0)  # a digit twice
-        y2 = y & ~(_spread(ro, co, bo, size) * ~single)
-        (ro, rt), (co, ct), (bo, bt) = _unit_folds(y2, size)
-        dead |= (ro != full).any(0) | (co != full).any(0) | (bo != full).reshape(-1, len(todo)).any(0)
-        hidden = y2 & _spread(ro & ~rt, co & ~ct, bo & ~bt, size)
+        once, twice = _unit_folds(y * single, size)
+        dead = (y == 0).any(0) | twice.any(0)  # an empty cell, or a unit holding a digit twice
+        y2 = y & ~(_spread(once, size) * ~single)
+        once, twice = _unit_folds(y2, size)
+        dead |= (once != full).any(0)  # a digit with no place left in a unit
+        hidden = y2 & _spread(once & ~twice, size)
         dead |= (hidden & (hidden - 1)).any(0)  # one cell must take two digits
         y3 = hidden | (y2 * (hidden == 0))
         changed = (y3 != y).any(0) & ~dead
@@ -761,10 +766,24 @@ def _search_many(grids, size, limit=1):
             counts = np.where(open_cell[branch], pop[grids_t[branch]], size + 1)
             stacks.push(tasks[branch], grids_t[branch], np.argmin(counts, axis=1))  # argmin: the first
         tasks = np.flatnonzero((found < limit) & (stacks.top > 0))
-        if not len(tasks):
-            return first, found, solutions
+        if len(tasks) <= STRAGGLERS:
+            return _finish_in_python(grids, size, limit, tasks, first, found, solutions)
         x, guess = stacks.pop(tasks)
         guesses[tasks] += guess
+
+
+def _finish_in_python(grids, size, limit, tasks, first, found, solutions):
+    """The last few searches of a batch, redone from the start by _search: a step costs the batch's
+    whole-array overhead however few searches are left, so a long tail is cheaper one by one."""
+    redo = set(tasks.tolist())
+    solutions = [(i, masks) for i, masks in solutions if i not in redo]
+    for i in sorted(redo):
+        cand, counter, found_i = _start([int(d) for d in grids[i]], size), [0, 0, 0], []
+        if cand is not None:
+            _search(cand, size, limit, found_i, counter, None)
+        first[i], found[i] = counter[2], len(found_i)
+        solutions.extend((i, np.left_shift(1, np.array(s, np.int16) - 1).astype(np.int16)) for s in found_i)
+    return first, found, solutions
 
 
 def _digits_of_masks(masks, size):
