@@ -42,14 +42,17 @@ ROBUST_FORMS = 8  # equivalent forms the robust rating takes the median over
 # Search levels (extreme, diabolical): a puzzle is kept when its fast robust rating over 24 of the generator's
 # own random forms reaches `gate` (more forms than the record uses, so a set's recorded figures are not the
 # lucky draws it was picked by), and written when its recorded robust rating (robust_rating: 8 seeded forms)
-# reaches `least`.
-SEARCH_LEVELS = {"extreme": {"gate": 15, "least": 5}, "diabolical": {"gate": 70, "least": 30}}
+# reaches `least`. `steps`: search nodes after which a form's fast rating stops counting (None: never).
+SEARCH_LEVELS = {"extreme": {"gate": 15, "least": 5, "steps": 120},
+                 "diabolical": {"gate": 62, "least": 30, "steps": None}}
 SCREEN_FORMS = 8  # fast-rated forms per candidate, three times that near the gate
 POPULATION = 24  # puzzles whose neighbours a search generation tries
 DROPS = 10  # givens dropped per population member and generation
+CHILDREN = (4, 2)  # cells added back per dropped given: with the second solution's digit, with the member's
 STALL = 30  # generations without a better population before a search starts over from new minimal puzzles
-STRAGGLERS = 8  # searches left in a batch at which the rest is finished by the reference solver
-CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 50, "diabolical": 10}  # puzzles per work unit of the generator
+STRAGGLERS = 3  # searches left in a batch at which the rest is finished by the reference solver
+UNIQUE_STEPS = 150  # search nodes after which the generator gives up proving a candidate unique
+CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 100, "diabolical": 5}  # puzzles per work unit of the generator
 
 
 # ============================================================================ grids and rules
@@ -743,10 +746,12 @@ class _Stacks:
         return grids.T.copy(), left != 0
 
 
-def _search_many(grids, size, limit=1):
+def _search_many(grids, size, limit=1, steps=None):
     """_search on every grid (N, L) at once, the first cell with fewest candidates branched in increasing
     digit order: (guesses before the first solution, solutions found up to `limit`, [(grid index, solution
-    masks)] in the order found). A grid whose givens clash has 0 solutions and 0 guesses."""
+    masks)] in the order found). A grid whose givens clash has 0 solutions and 0 guesses. With `steps`, a
+    search still running after that many nodes is given up: its solution count is -1 (unknown) and its
+    first-solution guesses, if no solution came yet, are those made so far (a lower bound)."""
     n, cells = len(grids), size * size
     guesses, first = np.zeros(n, np.int64), np.zeros(n, np.int64)
     found, solutions = np.zeros(n, np.int64), []
@@ -765,7 +770,13 @@ def _search_many(grids, size, limit=1):
         if branch.any():
             counts = np.where(open_cell[branch], pop[grids_t[branch]], size + 1)
             stacks.push(tasks[branch], grids_t[branch], np.argmin(counts, axis=1))  # argmin: the first
-        tasks = np.flatnonzero((found < limit) & (stacks.top > 0))
+        tasks = np.flatnonzero((found >= 0) & (found < limit) & (stacks.top > 0))
+        if steps is not None:
+            steps -= 1
+            if steps <= 0:  # guesses so far: a lower bound of the first-solution count
+                first[tasks[found[tasks] == 0]] = guesses[tasks[found[tasks] == 0]]
+                found[tasks] = -1
+                return first, found, solutions
         if len(tasks) <= STRAGGLERS:
             return _finish_in_python(grids, size, limit, tasks, first, found, solutions)
         x, guess = stacks.pop(tasks)
@@ -791,18 +802,20 @@ def _digits_of_masks(masks, size):
     return np.log2(np.maximum(masks, 1)).round().astype(np.int64) + 1
 
 
-def fast_first_guesses(grids, size):
+def fast_first_guesses(grids, size, steps=None):
     """first_guesses of every grid (N, L) at once (see the section comment: equal but for a rare dead
-    subtree that _propagate searches, so never more)."""
-    return _search_many(np.asarray(grids).reshape(-1, size * size), size, 1)[0]
+    subtree that _propagate searches, so never more). With `steps`, a search is cut after that many
+    nodes and counts the guesses made so far: still a lower bound, and the long searches are the costly
+    ones."""
+    return _search_many(np.asarray(grids).reshape(-1, size * size), size, 1, steps)[0]
 
 
-def fast_form_guesses(puzzles, size, rng, forms):
-    """fast_first_guesses of `forms` random forms (numpy Generator rng) of every puzzle (N, L digits):
-    (N, forms)."""
+def fast_form_guesses(puzzles, size, rng, forms, steps=None):
+    """fast_first_guesses (cut after `steps` nodes) of `forms` random forms (numpy Generator rng) of every
+    puzzle (N, L digits): (N, forms)."""
     tokens = np.repeat(np.asarray(puzzles, np.uint8).reshape(len(puzzles), -1) + 1, forms, axis=0)
     moved = apply_transforms(tokens, *random_transforms(rng, len(tokens), size)).astype(np.int16) - 1
-    return fast_first_guesses(np.maximum(moved, 0), size).reshape(len(puzzles), forms)
+    return fast_first_guesses(np.maximum(moved, 0), size, steps).reshape(len(puzzles), forms)
 
 
 # ============================================================================ generator
@@ -862,8 +875,9 @@ def _dig(solution, size, rng, stop_at=0):
 
 
 def _unique_many(grids, size):
-    """Per grid (N, L digits): its solution as a digit list when it has exactly one, else None (batched)."""
-    _, found, solutions = _search_many(np.asarray(grids), size, 2)
+    """Per grid (N, L digits): its solution as a digit list when it has exactly one, else None (batched;
+    a search longer than UNIQUE_STEPS nodes is given up, None: the generator has candidates to spare)."""
+    _, found, solutions = _search_many(np.asarray(grids), size, 2, UNIQUE_STEPS)
     out = [None] * len(grids)
     for i, masks in solutions:
         if found[i] == 1:
@@ -883,7 +897,7 @@ def _neighbours(members, size, rng):
             fewer = list(puzzle)
             fewer[cell] = 0
             drops.append((fewer, solution))
-    _, found, solutions = _search_many(np.array([d for d, _ in drops]), size, 2)
+    _, found, solutions = _search_many(np.array([d for d, _ in drops]), size, 2, UNIQUE_STEPS)
     others = {}
     for i, masks in solutions:
         digits = _digits_of_masks(masks, size).tolist()
@@ -893,10 +907,11 @@ def _neighbours(members, size, rng):
     for i, (fewer, solution) in enumerate(drops):
         if found[i] == 1:
             unique.append((fewer, solution))
-            continue
+        if found[i] != 2:
+            continue  # unique, or given up
         differ = [c for c in range(size * size) if others[i][c] != solution[c] and not fewer[c]]
-        for cell, grid in [(c, others[i]) for c in rng.sample(differ, min(2, len(differ)))] + \
-                          [(c, solution) for c in rng.sample(differ, min(1, len(differ)))]:
+        for cell, grid in [(c, others[i]) for c in rng.sample(differ, min(CHILDREN[0], len(differ)))] + \
+                          [(c, solution) for c in rng.sample(differ, min(CHILDREN[1], len(differ)))]:
             child = list(fewer)
             child[cell] = grid[cell]
             tries.append(child)
@@ -904,15 +919,18 @@ def _neighbours(members, size, rng):
     return unique + [(child, s) for child, s in zip(tries, checked) if s is not None]
 
 
-def _screen(puzzles, size, nrng, gate):
+def _screen(puzzles, size, nrng, level):
     """Fast robust ratings on the generator's own random forms: the median over SCREEN_FORMS forms, or over
-    3 * SCREEN_FORMS for a puzzle within 3 of `gate` after the first ones (a median of 8 spreads widely,
-    and the best of many candidates is mostly a lucky draw of forms, not a hard puzzle)."""
-    guesses = fast_form_guesses(puzzles, size, nrng, SCREEN_FORMS)
+    3 * SCREEN_FORMS for a puzzle within 3 of the level's gate after the first ones (a median of 8 spreads
+    widely, and the best of many candidates is mostly a lucky draw of forms, not a hard puzzle). A form's
+    search is cut at the level's `steps` nodes: the scores are lower bounds, and an extreme search does not
+    pay for climbing far past its gate."""
+    gate, steps = SEARCH_LEVELS[level]["gate"], SEARCH_LEVELS[level]["steps"]
+    guesses = fast_form_guesses(puzzles, size, nrng, SCREEN_FORMS, steps)
     scores = np.median(guesses, axis=1)
     close = np.flatnonzero(scores >= gate - 3)
     if len(close):
-        more = fast_form_guesses([puzzles[i] for i in close], size, nrng, 2 * SCREEN_FORMS)
+        more = fast_form_guesses([puzzles[i] for i in close], size, nrng, 2 * SCREEN_FORMS, steps)
         scores[close] = np.median(np.concatenate([guesses[close], more], axis=1), axis=1)
     return scores
 
@@ -941,7 +959,7 @@ def _evolve(level, size, rng, count):
             fresh = [c for c in _neighbours([(p, s) for _, _, p, s in population], size, rng)
                      if tuple(c[0]) not in seen]
         seen.update(tuple(p) for p, _ in fresh)
-        scores = _screen([p for p, _ in fresh], size, nrng, gate).tolist() if fresh else []
+        scores = _screen([p for p, _ in fresh], size, nrng, level).tolist() if fresh else []
         for score, (puzzle, solution) in zip(scores, fresh):
             if score >= gate and len(kept) < count:
                 rating = robust_rating(puzzle, size)  # the recorded figure: the reference rater, seeded forms
@@ -1035,8 +1053,13 @@ def generate(total, difficulty, size, seed=0, workers=1, stream=0, keys=None):
     try:
         with tqdm(total=total, desc=f"generate {difficulty}", disable=None) as bar:
             while len(rows) < total:
-                n_jobs = max(workers, -(-(total - len(rows)) // chunk))
-                jobs = [(difficulty, size, seed, next_index + i, chunk) for i in range(n_jobs)]
+                need = total - len(rows)
+                if difficulty in SEARCH_LEVELS:  # costly units ask for no more than is missing
+                    counts = [min(chunk, need - lo) for lo in range(0, need, chunk)]
+                else:  # cheap ones: spares keep every worker busy
+                    counts = [chunk] * max(workers, -(-need // chunk))
+                n_jobs = len(counts)
+                jobs = [(difficulty, size, seed, next_index + i, n) for i, n in enumerate(counts)]
                 next_index += n_jobs
                 before = len(rows)
                 for result in _results(pool, jobs):

@@ -198,7 +198,7 @@ def test_hard_puzzles_are_minimal_and_need_a_guess():
 @pytest.mark.parametrize("level", ["extreme", "diabolical"])
 def test_search_levels_give_unique_puzzles_that_meet_their_thresholds(level, monkeypatch):
     # the real gates cost seconds to minutes a puzzle; lower ones run the same search in seconds
-    monkeypatch.setitem(ps.SEARCH_LEVELS, level, {"gate": 6, "least": 4})
+    monkeypatch.setitem(ps.SEARCH_LEVELS, level, {**ps.SEARCH_LEVELS[level], "gate": 6, "least": 4})
     monkeypatch.setitem(ps.CHUNK, level, 3)  # a work unit asks for no more than the test needs
     q, a, ratings = ps.generate(3, level, 9, seed=5)
     assert (ratings >= 4).all()
@@ -208,6 +208,12 @@ def test_search_levels_give_unique_puzzles_that_meet_their_thresholds(level, mon
         assert ps.robust_rating(ps._digits(puzzle), 9) == rating  # the recorded figure is the robust one
         # the gate was passed on the search's own forms: many fresh forms agree the puzzle is not easy
         assert np.median(ps.fast_form_guesses([ps._digits(puzzle)], 9, np.random.default_rng(1), 24)) >= 3
+
+
+@pytest.mark.parametrize("level", ["hard", "extreme", "diabolical"])
+def test_searched_levels_on_small_grids_are_one_line(level, tmp_path):
+    _fails(["--generate", "2", "--difficulty", level, "--size", "6", "--out", str(tmp_path / "g")],
+           "needs --size 9", "fix:")
 
 
 def test_fast_rater_equals_the_reference_or_undercuts_it_on_a_dead_subtree():
