@@ -43,13 +43,14 @@ ROBUST_FORMS = 8  # equivalent forms the robust rating takes the median over
 # own random forms reaches `gate` (more forms than the record uses, so a set's recorded figures are not the
 # lucky draws it was picked by), and written when its recorded robust rating (robust_rating: 8 seeded forms)
 # reaches `least`. `steps`: search nodes after which a form's fast rating stops counting (None: never).
-SEARCH_LEVELS = {"extreme": {"gate": 15, "least": 5, "steps": 120},
-                 "diabolical": {"gate": 62, "least": 30, "steps": None}}
+SEARCH_LEVELS = {"extreme": {"gate": 16, "least": 5, "steps": 120},
+                 "diabolical": {"gate": 62, "least": 40, "steps": None}}
 SCREEN_FORMS = 8  # fast-rated forms per candidate, three times that near the gate
 POPULATION = 24  # puzzles whose neighbours a search generation tries
 DROPS = 10  # givens dropped per population member and generation
 CHILDREN = (4, 2)  # cells added back per dropped given: with the second solution's digit, with the member's
-STALL = 30  # generations without a better population before a search starts over from new minimal puzzles
+AGE = 8  # generations a puzzle stays in the population
+STALL = 30  # generations without a new best or a kept puzzle before a search starts over
 STRAGGLERS = 3  # searches left in a batch at which the rest is finished by the reference solver
 UNIQUE_STEPS = 150  # search nodes after which the generator gives up proving a candidate unique
 CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 100, "diabolical": 5}  # puzzles per work unit of the generator
@@ -947,28 +948,33 @@ def _seeds(size, rng):
 def _evolve(level, size, rng, count):
     """A population search: each generation rates the unique neighbours of the POPULATION best-scored
     puzzles and keeps every puzzle whose score reaches the level's `gate` and whose recorded robust rating
-    reaches its `least`; after STALL generations without a better population it starts over from new
-    minimal puzzles. Returns up to `count` (puzzle, solution, recorded rating) in the order found."""
+    reaches its `least`. A member leaves after AGE generations (its neighbourhood is mostly tried by then,
+    and a population that never changes finds nothing new); after STALL generations with neither a new
+    best score nor a kept puzzle the search starts over from new minimal puzzles. Returns up to `count`
+    (puzzle, solution, recorded rating) in the order found."""
     gate, least = SEARCH_LEVELS[level]["gate"], SEARCH_LEVELS[level]["least"]
     nrng = np.random.default_rng(rng.getrandbits(64))
     kept, population, seen, best, stall = [], [], set(), -1.0, STALL
     while len(kept) < count:
-        if stall >= STALL:
+        if stall >= STALL or not population:
             fresh, population, best, stall = _seeds(size, rng), [], -1.0, 0
         else:
-            fresh = [c for c in _neighbours([(p, s) for _, _, p, s in population], size, rng)
+            fresh = [c for c in _neighbours([(p, s) for _, _, _, p, s in population], size, rng)
                      if tuple(c[0]) not in seen]
         seen.update(tuple(p) for p, _ in fresh)
         scores = _screen([p for p, _ in fresh], size, nrng, level).tolist() if fresh else []
+        stall += 1
         for score, (puzzle, solution) in zip(scores, fresh):
             if score >= gate and len(kept) < count:
                 rating = robust_rating(puzzle, size)  # the recorded figure: the reference rater, seeded forms
                 if rating >= least:
                     kept.append((puzzle, solution, rating))
-        ranked = [(s, rng.random(), p, sol) for s, (p, sol) in zip(scores, fresh)]  # random tie-break
-        population = sorted(population + ranked, reverse=True)[:POPULATION]
-        total = sum(m[0] for m in population)
-        best, stall = (total, 0) if total > best else (best, stall + 1)
+                    stall = 0
+            if score > best:
+                best, stall = score, 0
+        ranked = [(s, rng.random(), 0, p, sol) for s, (p, sol) in zip(scores, fresh)]  # random tie-break
+        older = [(s, r, age + 1, p, sol) for s, r, age, p, sol in population if age + 1 < AGE]
+        population = sorted(older + ranked, key=lambda m: m[:2], reverse=True)[:POPULATION]
     return kept
 
 
