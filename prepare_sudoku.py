@@ -39,14 +39,21 @@ HF_URL = f"https://huggingface.co/datasets/{HF_REPO}/resolve/main/{{}}"
 GIVENS = {9: {"easy": (36, 40), "medium": (26, 30)}, 6: {"easy": (16, 18), "medium": (12, 13)},
           4: {"easy": (7, 8), "medium": (5, 6)}}
 ROBUST_FORMS = 8  # equivalent forms the robust rating takes the median over
-# extreme: a climb keeps a puzzle once its median over the generator's own ROBUST_FORMS random forms reaches
-# EXTREME_GATE; a written puzzle also needs a recorded rating (other forms) of at least EXTREME_MIN_RATING.
-EXTREME_GATE, EXTREME_MIN_RATING = 13, 5
-OPEN_GATE = 220  # candidates left after singles below which the costly rating is not tried (top1465: p10 218)
-CLIMB_STEPS = 300  # local-search moves tried on one start before restarting from a new minimal puzzle
-CLIMB_KEEPS = 16  # puzzles one climb may contribute (all share its solution grid)
-REPAIR_TRIES = 8  # cells tried per repair step, the one leaving most candidates kept
-CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 16}  # puzzles per work unit of the generator
+# Search levels (extreme, diabolical): a puzzle is kept when its fast robust rating over 24 of the generator's
+# own random forms reaches `gate` (more forms than the record uses, so a set's recorded figures are not the
+# lucky draws it was picked by), and written when its recorded robust rating (robust_rating: 8 seeded forms)
+# reaches `least`. `steps`: search nodes after which a form's fast rating stops counting (None: never).
+SEARCH_LEVELS = {"extreme": {"gate": 16, "least": 5, "steps": 120},
+                 "diabolical": {"gate": 62, "least": 40, "steps": None}}
+SCREEN_FORMS = 8  # fast-rated forms per candidate, three times that near the gate
+POPULATION = 24  # puzzles whose neighbours a search generation tries
+DROPS = 10  # givens dropped per population member and generation
+CHILDREN = (4, 2)  # cells added back per dropped given: with the second solution's digit, with the member's
+AGE = 8  # generations a puzzle stays in the population
+STALL = 30  # generations without a new best or a kept puzzle before a search starts over
+STRAGGLERS = 3  # searches left in a batch at which the rest is finished by the reference solver
+UNIQUE_STEPS = 150  # search nodes after which the generator gives up proving a candidate unique
+CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 100, "diabolical": 5}  # puzzles per work unit of the generator
 
 
 # ============================================================================ grids and rules
@@ -631,6 +638,187 @@ def _digits(tokens):
     return [max(int(t) - 1, 0) for t in np.asarray(tokens).reshape(-1)]
 
 
+# ============================================================================ batched solver (numpy)
+# The same search as _search with first-solution counting, run on many grids at once: candidate masks are
+# an (L, B) int16 array, one column per grid, so every rule is a few whole-array operations instead of a
+# Python loop per cell (about 5x faster per search node). The generator rates with it; recorded ratings
+# still come from first_guesses. Its propagation reaches the closure of naked and hidden singles, where a
+# cell holding two hidden singles is a contradiction; _propagate misses that when the cell has no other
+# candidate, and then searches a dead subtree. So fast_first_guesses <= first_guesses, equal almost always
+# (a lower bound: a gate on it never lets a puzzle through that the recorded figure would fail).
+
+def _masks(grids, size):
+    """(N, L) digits (0 = blank) -> (L, N) int16 candidate masks (a given is its own bit)."""
+    grids = np.asarray(grids, np.int16)
+    return np.where(grids > 0, 1 << np.maximum(grids - 1, 0), (1 << size) - 1).astype(np.int16).T.copy()
+
+
+def _fold(parts):
+    """Bits present in some part (once) and in two or more (twice), over equal-shape arrays."""
+    once, twice = parts[0] | parts[1], parts[0] & parts[1]
+    for m in parts[2:]:
+        twice |= once & m
+        once |= m
+    return once, twice
+
+
+@functools.lru_cache(maxsize=None)
+def _unit_tables(size):
+    """(size, 3*size): the k-th cell of every unit; (L, 3): the units of every cell."""
+    cells = units(size)
+    of_cell = np.zeros((size * size, 3), np.intp)
+    for u, members in enumerate(cells):
+        of_cell[members, u // size] = u
+    return np.ascontiguousarray(cells.T), of_cell
+
+
+def _unit_folds(x, size):
+    """(once, twice), (3*size, B), over the cells of every unit: one row gather (whole B-long rows), then
+    a fold over the size cells of all units at once."""
+    return _fold(list(x[_unit_tables(size)[0]]))
+
+
+def _spread(values, size):
+    """Per cell, the OR of its three units' values (3*size, B): (L, B)."""
+    rows = values[_unit_tables(size)[1]]
+    return rows[:, 0] | rows[:, 1] | rows[:, 2]
+
+
+def _close(x, size):
+    """Naked and hidden singles on every column of x until none changes (x is updated in place; columns
+    that settle leave the working set). Returns alive (B,): False where a contradiction showed."""
+    full = (1 << size) - 1
+    alive = np.ones(x.shape[1], bool)
+    todo, y = np.arange(x.shape[1]), x
+    while len(todo):
+        single = (y & (y - 1)) == 0  # arithmetic masks, not np.where: a random mask makes where slow
+        once, twice = _unit_folds(y * single, size)
+        dead = (y == 0).any(0) | twice.any(0)  # an empty cell, or a unit holding a digit twice
+        y2 = y & ~(_spread(once, size) * ~single)
+        once, twice = _unit_folds(y2, size)
+        dead |= (once != full).any(0)  # a digit with no place left in a unit
+        hidden = y2 & _spread(once & ~twice, size)
+        dead |= (hidden & (hidden - 1)).any(0)  # one cell must take two digits
+        y3 = hidden | (y2 * (hidden == 0))
+        changed = (y3 != y).any(0) & ~dead
+        x[:, todo] = y3
+        alive[todo[dead]] = False
+        todo, y = todo[changed], y3[:, changed]
+    return alive
+
+
+@functools.lru_cache(maxsize=None)
+def _popcounts(size):
+    return np.array([bin(m).count("1") for m in range(1 << size)], np.int8)
+
+
+class _Stacks:
+    """The depth-first stacks of many searches at once: per search and depth, the grid before a branch,
+    its branching cell and the candidates of that cell not tried yet."""
+
+    def __init__(self, n, cells, depth=24):
+        self.state = np.zeros((n, depth, cells), np.int16)
+        self.cell = np.zeros((n, depth), np.intp)
+        self.left = np.zeros((n, depth), np.int16)
+        self.top = np.zeros(n, np.intp)
+
+    def push(self, tasks, grids, cells):
+        depth = self.top[tasks]
+        if depth.max() >= self.state.shape[1]:  # grow: depth is bounded by the blank cells
+            self.state = np.concatenate([self.state, np.zeros_like(self.state)], 1)
+            self.cell = np.concatenate([self.cell, np.zeros_like(self.cell)], 1)
+            self.left = np.concatenate([self.left, np.zeros_like(self.left)], 1)
+        self.state[tasks, depth] = grids
+        self.cell[tasks, depth] = cells
+        self.left[tasks, depth] = grids[np.arange(len(tasks)), cells]
+        self.top[tasks] += 1
+
+    def pop(self, tasks):
+        """Each task's next branch: its smallest untried digit placed (a frame is dropped with its last).
+        Returns the child grids (L, T) and whether each was a guess (not its cell's last candidate)."""
+        depth = self.top[tasks] - 1
+        left = self.left[tasks, depth]
+        bit = left & -left
+        left ^= bit
+        self.left[tasks, depth] = left
+        self.top[tasks] -= left == 0
+        grids = self.state[tasks, depth]
+        grids[np.arange(len(tasks)), self.cell[tasks, depth]] = bit
+        return grids.T.copy(), left != 0
+
+
+def _search_many(grids, size, limit=1, steps=None):
+    """_search on every grid (N, L) at once, the first cell with fewest candidates branched in increasing
+    digit order: (guesses before the first solution, solutions found up to `limit`, [(grid index, solution
+    masks)] in the order found). A grid whose givens clash has 0 solutions and 0 guesses. With `steps`, a
+    search still running after that many nodes is given up: its solution count is -1 (unknown) and its
+    first-solution guesses, if no solution came yet, are those made so far (a lower bound)."""
+    n, cells = len(grids), size * size
+    guesses, first = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    found, solutions = np.zeros(n, np.int64), []
+    stacks, pop = _Stacks(n, cells), _popcounts(size)
+    tasks, x = np.arange(n), _masks(grids, size)
+    while True:
+        alive = _close(x, size)
+        grids_t = x.T
+        open_cell = (grids_t & (grids_t - 1)) != 0
+        solved = alive & ~open_cell.any(1)
+        done = tasks[solved]
+        first[done[found[done] == 0]] = guesses[done[found[done] == 0]]
+        found[done] += 1
+        solutions.extend(zip(done.tolist(), grids_t[solved]))
+        branch = alive & ~solved
+        if branch.any():
+            counts = np.where(open_cell[branch], pop[grids_t[branch]], size + 1)
+            stacks.push(tasks[branch], grids_t[branch], np.argmin(counts, axis=1))  # argmin: the first
+        tasks = np.flatnonzero((found >= 0) & (found < limit) & (stacks.top > 0))
+        if steps is not None:
+            steps -= 1
+            if steps <= 0:  # guesses so far: a lower bound of the first-solution count
+                first[tasks[found[tasks] == 0]] = guesses[tasks[found[tasks] == 0]]
+                found[tasks] = -1
+                return first, found, solutions
+        if len(tasks) <= STRAGGLERS:
+            return _finish_in_python(grids, size, limit, tasks, first, found, solutions)
+        x, guess = stacks.pop(tasks)
+        guesses[tasks] += guess
+
+
+def _finish_in_python(grids, size, limit, tasks, first, found, solutions):
+    """The last few searches of a batch, redone from the start by _search: a step costs the batch's
+    whole-array overhead however few searches are left, so a long tail is cheaper one by one."""
+    redo = set(tasks.tolist())
+    solutions = [(i, masks) for i, masks in solutions if i not in redo]
+    for i in sorted(redo):
+        cand, counter, found_i = _start([int(d) for d in grids[i]], size), [0, 0, 0], []
+        if cand is not None:
+            _search(cand, size, limit, found_i, counter, None)
+        first[i], found[i] = counter[2], len(found_i)
+        solutions.extend((i, np.left_shift(1, np.array(s, np.int16) - 1).astype(np.int16)) for s in found_i)
+    return first, found, solutions
+
+
+def _digits_of_masks(masks, size):
+    """Solved masks (..., L) -> digits."""
+    return np.log2(np.maximum(masks, 1)).round().astype(np.int64) + 1
+
+
+def fast_first_guesses(grids, size, steps=None):
+    """first_guesses of every grid (N, L) at once (see the section comment: equal but for a rare dead
+    subtree that _propagate searches, so never more). With `steps`, a search is cut after that many
+    nodes and counts the guesses made so far: still a lower bound, and the long searches are the costly
+    ones."""
+    return _search_many(np.asarray(grids).reshape(-1, size * size), size, 1, steps)[0]
+
+
+def fast_form_guesses(puzzles, size, rng, forms, steps=None):
+    """fast_first_guesses (cut after `steps` nodes) of `forms` random forms (numpy Generator rng) of every
+    puzzle (N, L digits): (N, forms)."""
+    tokens = np.repeat(np.asarray(puzzles, np.uint8).reshape(len(puzzles), -1) + 1, forms, axis=0)
+    moved = apply_transforms(tokens, *random_transforms(rng, len(tokens), size)).astype(np.int16) - 1
+    return fast_first_guesses(np.maximum(moved, 0), size, steps).reshape(len(puzzles), forms)
+
+
 # ============================================================================ generator
 
 def _full_grid(size, rng):
@@ -687,61 +875,107 @@ def _dig(solution, size, rng, stop_at=0):
     return puzzle
 
 
-def _singles(digits, size):
-    """Candidate masks after naked and hidden singles, or None on a contradiction."""
-    cand = _start(list(digits), size)
-    return cand if cand is not None and _propagate(cand, *_tables(size)) else None
+def _unique_many(grids, size):
+    """Per grid (N, L digits): its solution as a digit list when it has exactly one, else None (batched;
+    a search longer than UNIQUE_STEPS nodes is given up, None: the generator has candidates to spare)."""
+    _, found, solutions = _search_many(np.asarray(grids), size, 2, UNIQUE_STEPS)
+    out = [None] * len(grids)
+    for i, masks in solutions:
+        if found[i] == 1:
+            out[i] = _digits_of_masks(masks, size).tolist()
+    return out
 
 
-def _open(cand):
-    """Candidates left after singles: order-free, cheap, and close to log-difficulty (top1465 median 240,
-    random minimal puzzles 136), so the climb steers by it and pays for the robust rating only near the top."""
-    return -1 if cand is None else sum(m.bit_count() for m in cand)
+def _neighbours(members, size, rng):
+    """Unique puzzles one move from the members (puzzle, solution): drop a given (kept if still unique);
+    otherwise take a second solution of what is left and add back one cell where the two differ, with
+    the member's digit (same solution) or the second solution's (a new solution grid). Neighbours of hard
+    puzzles tend to be hard, and the solution grid may drift, so the search is not tied to one grid."""
+    drops = []
+    for puzzle, solution in members:
+        givens = [c for c, d in enumerate(puzzle) if d]
+        for cell in rng.sample(givens, min(DROPS, len(givens))):
+            fewer = list(puzzle)
+            fewer[cell] = 0
+            drops.append((fewer, solution))
+    _, found, solutions = _search_many(np.array([d for d, _ in drops]), size, 2, UNIQUE_STEPS)
+    others = {}
+    for i, masks in solutions:
+        digits = _digits_of_masks(masks, size).tolist()
+        if digits != drops[i][1]:
+            others[i] = digits
+    unique, tries = [], []
+    for i, (fewer, solution) in enumerate(drops):
+        if found[i] == 1:
+            unique.append((fewer, solution))
+        if found[i] != 2:
+            continue  # unique, or given up
+        differ = [c for c in range(size * size) if others[i][c] != solution[c] and not fewer[c]]
+        for cell, grid in [(c, others[i]) for c in rng.sample(differ, min(CHILDREN[0], len(differ)))] + \
+                          [(c, solution) for c in rng.sample(differ, min(CHILDREN[1], len(differ)))]:
+            child = list(fewer)
+            child[cell] = grid[cell]
+            tries.append(child)
+    checked = _unique_many(tries, size) if tries else []
+    return unique + [(child, s) for child, s in zip(tries, checked) if s is not None]
 
 
-def _swap(puzzle, solution, size, rng):
-    """A neighbour with the same unique solution: drop a random given, then while another solution exists
-    (it differs at the dropped cell, since the rest was unique) add back one cell where it differs, the
-    one of REPAIR_TRIES that leaves most candidates after singles. Returns (puzzle, candidates left)."""
-    unit_cells, peers, full = _tables(size)
-    trial = list(puzzle)
-    cell = rng.choice([c for c, d in enumerate(puzzle) if d])
-    trial[cell] = 0
-    while True:
-        cand = _singles(trial, size)
-        other = cand[:]
-        other[cell] &= ~(1 << (solution[cell] - 1))
-        found = []
-        if other[cell]:
-            _search(other, size, 1, found, [0, 0, 0], None)
-        if not found:
-            return trial, _open(cand)
-        differ = [c for c in range(size * size) if found[0][c] != solution[c] and not trial[c]]
-        scored = []
-        for c in rng.sample(differ, min(REPAIR_TRIES, len(differ))):
-            child = cand[:]
-            ok = _place(child, c, 1 << (solution[c] - 1), peers) and _propagate(child, unit_cells, peers, full)
-            scored.append((_open(child) if ok else -1, c))
-        trial[max(scored)[1]] = solution[max(scored)[1]]
+def _screen(puzzles, size, nrng, level):
+    """Fast robust ratings on the generator's own random forms: the median over SCREEN_FORMS forms, or over
+    3 * SCREEN_FORMS for a puzzle within 3 of the level's gate after the first ones (a median of 8 spreads
+    widely, and the best of many candidates is mostly a lucky draw of forms, not a hard puzzle). A form's
+    search is cut at the level's `steps` nodes: the scores are lower bounds, and an extreme search does not
+    pay for climbing far past its gate."""
+    gate, steps = SEARCH_LEVELS[level]["gate"], SEARCH_LEVELS[level]["steps"]
+    guesses = fast_form_guesses(puzzles, size, nrng, SCREEN_FORMS, steps)
+    scores = np.median(guesses, axis=1)
+    close = np.flatnonzero(scores >= gate - 3)
+    if len(close):
+        more = fast_form_guesses([puzzles[i] for i in close], size, nrng, 2 * SCREEN_FORMS, steps)
+        scores[close] = np.median(np.concatenate([guesses[close], more], axis=1), axis=1)
+    return scores
 
 
-def _climb(solution, size, rng, gate):
-    """Local search from a minimal puzzle towards more candidates left after singles (never fewer), keeping
-    each distinct puzzle whose median over ROBUST_FORMS fresh random forms (the generator's own, not the
-    recorded ones) reaches `gate`; up to CLIMB_KEEPS of them."""
-    puzzle = _dig(solution, size, rng)
-    left, kept = _open(_singles(puzzle, size)), {}
-    for _ in range(CLIMB_STEPS):
-        trial, trial_left = _swap(puzzle, solution, size, rng)
-        if trial_left < left:
-            continue
-        puzzle, left = trial, trial_left
-        if left >= OPEN_GATE and tuple(puzzle) not in kept:
-            if robust_rating(puzzle, size, seed=rng.getrandbits(32)) >= gate:
-                kept[tuple(puzzle)] = puzzle
-                if len(kept) == CLIMB_KEEPS:
-                    break
-    return list(kept.values())
+def _seeds(size, rng):
+    """A fresh population: random minimal puzzles (POPULATION * 2, the better half kept by the caller)."""
+    members = []
+    for _ in range(2 * POPULATION):
+        solution = _full_grid(size, rng)
+        members.append((_dig(solution, size, rng), solution))
+    return members
+
+
+def _evolve(level, size, rng, count):
+    """A population search: each generation rates the unique neighbours of the POPULATION best-scored
+    puzzles and keeps every puzzle whose score reaches the level's `gate` and whose recorded robust rating
+    reaches its `least`. A member leaves after AGE generations (its neighbourhood is mostly tried by then,
+    and a population that never changes finds nothing new); after STALL generations with neither a new
+    best score nor a kept puzzle the search starts over from new minimal puzzles. Returns up to `count`
+    (puzzle, solution, recorded rating) in the order found."""
+    gate, least = SEARCH_LEVELS[level]["gate"], SEARCH_LEVELS[level]["least"]
+    nrng = np.random.default_rng(rng.getrandbits(64))
+    kept, population, seen, best, stall = [], [], set(), -1.0, STALL
+    while len(kept) < count:
+        if stall >= STALL or not population:
+            fresh, population, best, stall = _seeds(size, rng), [], -1.0, 0
+        else:
+            fresh = [c for c in _neighbours([(p, s) for _, _, _, p, s in population], size, rng)
+                     if tuple(c[0]) not in seen]
+        seen.update(tuple(p) for p, _ in fresh)
+        scores = _screen([p for p, _ in fresh], size, nrng, level).tolist() if fresh else []
+        stall += 1
+        for score, (puzzle, solution) in zip(scores, fresh):
+            if score >= gate and len(kept) < count:
+                rating = robust_rating(puzzle, size)  # the recorded figure: the reference rater, seeded forms
+                if rating >= least:
+                    kept.append((puzzle, solution, rating))
+                    stall = 0
+            if score > best:
+                best, stall = score, 0
+        ranked = [(s, rng.random(), 0, p, sol) for s, (p, sol) in zip(scores, fresh)]  # random tie-break
+        older = [(s, r, age + 1, p, sol) for s, r, age, p, sol in population if age + 1 < AGE]
+        population = sorted(older + ranked, key=lambda m: m[:2], reverse=True)[:POPULATION]
+    return kept
 
 
 def make_puzzle(difficulty, size, rng):
@@ -759,29 +993,27 @@ def make_puzzle(difficulty, size, rng):
             return puzzle, solution
 
 
-def _candidates(difficulty, size, rng):
-    """A batch of (puzzle, solution): one puzzle, or for extreme the keeps of one climb."""
-    if difficulty != "extreme":
-        return [make_puzzle(difficulty, size, rng)]
-    solution = _full_grid(size, rng)
-    return [(puzzle, solution) for puzzle in _climb(solution, size, rng, EXTREME_GATE)]
+def _candidates(difficulty, size, rng, count):
+    """A batch of (puzzle, solution, recorded rating or None): one puzzle of a clue level or `hard`, or
+    `count` of a search level."""
+    if difficulty not in SEARCH_LEVELS:
+        return [(*make_puzzle(difficulty, size, rng), None)]
+    return _evolve(difficulty, size, rng, count)
 
 
 def _generate_chunk(job):
     """A work unit: `count` puzzles from their own seed, so results do not depend on the worker count.
-    Rows: (puzzle, solution, robust rating); an extreme puzzle below EXTREME_MIN_RATING is not written."""
+    Rows: (puzzle, solution, robust rating), every puzzle proven unique by the reference solver."""
     difficulty, size, seed, index, count = job
     rng = random.Random(seed * 1_000_003 + index)
     rows = []
     while len(rows) < count:
-        for puzzle, solution in _candidates(difficulty, size, rng):
+        for puzzle, solution, rating in _candidates(difficulty, size, rng, count - len(rows)):
             solutions, _ = solve(puzzle, size)
             if len(solutions) != 1 or solutions[0] != solution:
                 raise InputError(f"generated {difficulty} puzzle {''.join(map(str, puzzle))} has "
                                  f"{len(solutions)} solutions; this is a generator bug, please report it")
-            rating = robust_rating(puzzle, size)
-            if difficulty != "extreme" or rating >= EXTREME_MIN_RATING:
-                rows.append((puzzle, solution, rating))
+            rows.append((puzzle, solution, robust_rating(puzzle, size) if rating is None else rating))
     return rows[:count]
 
 
@@ -817,7 +1049,7 @@ def generate(total, difficulty, size, seed=0, workers=1, stream=0, keys=None):
     """`total` distinct puzzles (no two equal up to augmentation, nor to one in `keys`, which gains theirs):
     (questions, answers, robust ratings). Streams draw disjoint work units: the test split is its own
     stream, so no climb gives puzzles (sharing a solution grid) to both splits."""
-    if difficulty in ("hard", "extreme") and size != 9:
+    if (difficulty == "hard" or difficulty in SEARCH_LEVELS) and size != 9:
         raise InputError(f"--difficulty {difficulty} needs --size 9: smaller grids hardly ever need a guess; "
                          f"fix: use easy or medium for --size {size}")
     chunk = CHUNK[difficulty]
@@ -827,8 +1059,13 @@ def generate(total, difficulty, size, seed=0, workers=1, stream=0, keys=None):
     try:
         with tqdm(total=total, desc=f"generate {difficulty}", disable=None) as bar:
             while len(rows) < total:
-                n_jobs = max(workers, -(-(total - len(rows)) // chunk))
-                jobs = [(difficulty, size, seed, next_index + i, chunk) for i in range(n_jobs)]
+                need = total - len(rows)
+                if difficulty in SEARCH_LEVELS:  # costly units ask for no more than is missing
+                    counts = [min(chunk, need - lo) for lo in range(0, need, chunk)]
+                else:  # cheap ones: spares keep every worker busy
+                    counts = [chunk] * max(workers, -(-need // chunk))
+                n_jobs = len(counts)
+                jobs = [(difficulty, size, seed, next_index + i, n) for i, n in enumerate(counts)]
                 next_index += n_jobs
                 before = len(rows)
                 for result in _results(pool, jobs):
@@ -995,7 +1232,7 @@ def bench(which):
             with open(os.path.join(tmp, "test.csv"), "w") as f:
                 f.write(to_csv(q[:100], a[:100], np.zeros(100), "bench", 9))
             jobs.append(("1000 puzzles x 1000 augmentations", ["--source", tmp, "--num_aug", "1000"]))
-        for level, n in (("easy", 2000), ("medium", 2000), ("hard", 1000), ("extreme", 1000)):
+        for level, n in (("easy", 2000), ("medium", 2000), ("hard", 1000), ("extreme", 1000), ("diabolical", 100)):
             if level in which:
                 jobs.append((f"--generate {n} --difficulty {level} (+1000 test)",
                              ["--generate", str(n), "--difficulty", level]))
@@ -1024,13 +1261,17 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = add_csv_sources(p, HF_REPO, "sudoku-extreme", "puzzles", count=3000)
     src.add_argument("--bench", nargs="?", const="aug,easy,medium", metavar="LIST",
-                     help="time the workloads in LIST (aug,easy,medium,hard,extreme; default aug,easy,medium) "
+                     help="time the workloads in LIST (aug,easy,medium,hard,extreme,diabolical; default "
+                          "aug,easy,medium) "
                           "and exit")
-    p.add_argument("--difficulty", choices=["easy", "medium", "hard", "extreme"], default="easy",
-                   help="generator level: easy 36-40 givens, medium 26-30, hard minimal and needing a guess, "
-                        f"extreme found by a search against the robust rating (median over {ROBUST_FORMS} "
-                        f"equivalent forms of the guesses to a first solution) and each rated at least "
-                        f"{EXTREME_MIN_RATING} (default %(default)s)")
+    p.add_argument("--difficulty", choices=["easy", "medium", "hard", *SEARCH_LEVELS], default="easy",
+                   help="generator level: easy 36-40 givens, medium 26-30, hard minimal and needing a guess; "
+                        "extreme and diabolical are found by a search against the robust rating (median over "
+                        f"{ROBUST_FORMS} equivalent forms of the guesses to a first solution): a kept puzzle scores "
+                        f"at least {SEARCH_LEVELS['extreme']['gate']} (diabolical "
+                        f"{SEARCH_LEVELS['diabolical']['gate']}) on the search's own forms and has a recorded "
+                        f"rating of at least {SEARCH_LEVELS['extreme']['least']} (diabolical "
+                        f"{SEARCH_LEVELS['diabolical']['least']}); 9x9 only (default %(default)s)")
     p.add_argument("--size", type=int, choices=sorted(BOX_SHAPES), default=9,
                    help="grid size: 4 (2x2 boxes), 6 (2x3 boxes) or 9 (3x3 boxes) (default %(default)s)")
     add_csv_splits(p, "puzzles", subsample_note=" (the paper uses 1000)")
