@@ -165,7 +165,8 @@ def main():
                                                         "a few-second step on CPU (16 Sudoku, 2 Maze/ARC)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--compile", default="False", choices=("True", "False"))
+    p.add_argument("--compile", default="auto", choices=("auto", "True", "False"),
+                   help="torch.compile both models; auto: on CUDA (the paper's setting), not on a CPU")
     p.add_argument("--steps", type=int, default=10, help="timed steps, after 3 warm-up steps")
     p.add_argument("--official", metavar="DIR", help="a checkout of SamsungSAILMontreal/TinyRecursiveModels: "
                    "also time its training step on the same shape, dtype and batch, in this run")
@@ -187,9 +188,10 @@ def main():
         dtype = configurator.resolve_dtype(args.dtype, device)
     except configurator.UserError as e:
         p.error(str(e))
+    compile_ = args.compile == "True" or (args.compile == "auto" and device == "cuda")
     peak = configurator.matmul_flops(getattr(torch, dtype), device)
     kind = configurator.cpu_kind() if device == "cpu" else torch.cuda.get_device_name()
-    print(f"{device} ({kind}, {torch.get_num_threads()} threads), {dtype}, compile={args.compile}, "
+    print(f"{device} ({kind}, {torch.get_num_threads()} threads), {dtype}, compile={compile_}, "
           f"measured {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s")
     for name in names:
         batch = args.batch or (MODELS[name][3] if device == "cuda" else CPU_BATCH[name])
@@ -197,8 +199,7 @@ def main():
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         try:
-            train_s, infer_s, cfg, params, data = bench_model(name, batch, device, dtype, args.compile == "True",
-                                                              args.steps)
+            train_s, infer_s, cfg, params, data = bench_model(name, batch, device, dtype, compile_, args.steps)
         except torch.OutOfMemoryError as e:
             print(f"{name} (batch {batch}): does not fit in memory ({str(e).splitlines()[0][:100]}); "
                   f"try a smaller --batch. Going on.")
@@ -212,8 +213,7 @@ def main():
         print(f"  inference  {infer_s * 1e3:9.1f} ms/step  {batch / infer_s:8.1f} examples/s  "
               f"{inf_flops / 1e9:8.1f} GFLOP/step  MFU {inf_flops / infer_s / peak:.1%}")
         if args.official:
-            official_s, note = official_train_seconds(args.official, cfg, data, device, args.compile == "True",
-                                                      args.steps)
+            official_s, note = official_train_seconds(args.official, cfg, data, device, compile_, args.steps)
             print(f"  official   {official_s * 1e3:9.1f} ms/step  ({note}): ours is {official_s / train_s:.2f}x "
                   f"as fast, both timed in this run")
 
