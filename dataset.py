@@ -503,9 +503,9 @@ class TrainLoader:
         owner = np.repeat(np.arange(len(puzzles)), sizes)
         rng = np.random.default_rng([EXAMPLE_STREAM, self.seed, self.iteration, self.index])
         order = np.lexsort((rng.random(len(owner)), owner))[:self.global_batch_size]  # shuffled within puzzles
-        first = np.cumsum(sizes) - sizes
-        rows = self.puzzle_indices[puzzles][owner[order]] + order - first[owner[order]]
-        return rows, puzzles[owner[order]]
+        who = owner[order]  # the draw each row comes from; order - its first position is the example within
+        rows = self.puzzle_indices[puzzles[who]] + order - (np.cumsum(sizes) - sizes)[who]
+        return rows, puzzles[who]
 
     def next_batch(self):
         """The next local batch: dict of int32 numpy arrays inputs (B, L), labels (B, L), puzzle_identifiers (B,)."""
