@@ -1,32 +1,32 @@
 """
-The paper's ablation table (Sudoku-Extreme) on a laptop: train the CPU quick-start Sudoku setting on
-medium puzzles once per row, every row for the same wall-clock budget, seed and data, then write a
-Markdown table and a bar chart beside the paper's Sudoku-Extreme figures.
+The paper's ablation table on a laptop: one train.py run per row and seed, every run the same number of
+optimiser steps on the same data, evaluated on the same held-out puzzles with all N_sup steps; then a
+Markdown table (mean and range over the seeds, beside the paper's Sudoku-Extreme figures) and a chart.
 
-    python prepare_sudoku.py --difficulty medium     # data/sudoku-medium, if missing
-    python ablate.py --minutes=8                     # every row -> out-ablate/table.md, out-ablate/ablations.png
-    python ablate.py --rows=full,hrm --minutes=2     # some rows
-    python ablate.py --minutes=8 --seed=1            # any other --key=value goes to train.py, for every row
+    python prepare_sudoku.py --size 6 --difficulty hard   # data/sudoku-6x6-hard, if missing
+    python ablate.py                                      # every row, seeds 0 and 1 -> out-ablate/table.md, .png
+    python ablate.py --rows=full,hrm --seeds=0,1,2        # some rows, more seeds
+    python ablate.py --max_steps=1200 --out=out-long      # any other --key=value goes to train.py, for every run
 
-Each row is one train.py run in out-ablate/<row>/ (config/sudoku_cpu_medium.py, then the --key=value
-given here, then the row's own switches). A row trains for --minutes, its learning-rate schedule fitted
-to them (the config's clock_schedule); its final evaluation covers the whole test split. A killed table
-resumes: finished rows are kept, an unfinished row starts again from scratch (a resumed clock would give
-it more time than the others).
+Each run is a train.py process in out-ablate/<row>/seed<k>/ (config/sudoku_ablate.py, then the --key=value
+given here, then the row's own switches), its output in train.log there. --jobs runs (default: one per
+core) train side by side, each on its share of the cores. A killed table resumes: finished runs are kept,
+unfinished ones go on from their last checkpoint (equal steps, so a resumed run ends where a fresh one
+would). ablate.py never deletes or overwrites anything: a folder it did not start is refused.
 """
 import json
-import math
 import os
+import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import configurator
 import plot
-import train  # lock_out_dir: the lock a train.py run holds on its out_dir
 from model import TRM, TRMConfig
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -47,8 +47,12 @@ ROWS = [
     ("single", "single latent (trm_singlez)", "single latent", 71.9, dict(latent_mode="single")),
     ("multi", "one latent per step (trm_hier6)", "multi latent", 77.6, dict(latent_mode="multi")),
 ]
-OWN = dict(rows=",".join(r[0] for r in ROWS), minutes=8.0, out="out-ablate", config="config/sudoku_cpu_medium.py")
-SET_HERE = ("out_dir", "max_minutes", "init_from")  # train.py settings ablate.py owns
+CONFIG = "config/sudoku_ablate.py"
+PREPARE = "python prepare_sudoku.py --size 6 --difficulty hard"  # makes CONFIG's data_dir
+OWN = dict(rows=",".join(r[0] for r in ROWS), seeds="0,1", jobs="auto", out="out-ablate", config=CONFIG)
+# train.py settings ablate.py owns: each run's folder, seed and resumption, and equal steps (no clock).
+SET_HERE = ("out_dir", "seed", "init_from", "max_minutes", "clock_schedule")
+MARKER = "ablate_run.json"  # in every run folder ablate.py started: the run's train.py arguments
 
 
 class UserError(Exception):
@@ -66,17 +70,12 @@ def parse(argv):
         if not eq:
             raise UserError(f"{arg}: write settings as --key=value")
         if key in SET_HERE:
-            raise UserError(f"--{key} is set by ablate.py per row; use --out and --minutes")
+            raise UserError(f"--{key} is set by ablate.py for each run; use --out and --seeds (rows train equal "
+                            f"steps: set --max_steps)")
         if key in own:
             own[key] = value
         else:
             passthrough.append(arg)
-    try:
-        own["minutes"] = float(own["minutes"])
-    except ValueError:
-        raise UserError(f"--minutes={own['minutes']}: give a number of minutes") from None
-    if not 0 < own["minutes"] < math.inf:  # nan and inf too: train.py's max_minutes takes neither
-        raise UserError(f"--minutes={own['minutes']}: give a positive number of minutes, e.g. --minutes=8")
     known = [r[0] for r in ROWS]
     own["rows"] = [r for r in own["rows"].split(",") if r]
     if not own["rows"]:
@@ -84,6 +83,20 @@ def parse(argv):
     for row in own["rows"]:
         if row not in known:
             raise UserError(f"--rows: unknown row '{row}'; rows are {', '.join(known)}")
+    try:
+        own["seeds"] = sorted({int(s) for s in own["seeds"].split(",") if s})
+    except ValueError:
+        raise UserError(f"--seeds={own['seeds']}: give whole numbers separated by commas, e.g. --seeds=0,1") from None
+    if not own["seeds"] or min(own["seeds"]) < 0:
+        raise UserError(f"--seeds={own['seeds'] or ''}: give one or more seeds >= 0, e.g. --seeds=0,1")
+    cores = os.cpu_count() or 1
+    jobs = own["jobs"]
+    if jobs == "auto":
+        own["jobs"] = cores
+    elif not (jobs.isdigit() and int(jobs) >= 1):
+        raise UserError(f"--jobs={jobs}: give how many runs train at once, a whole number >= 1 (or auto)")
+    else:
+        own["jobs"] = int(jobs)
     return own, passthrough
 
 
@@ -95,56 +108,164 @@ def row_settings(row, base):
     return switches
 
 
-def train_args(own, passthrough, row, base):
-    out_dir = os.path.join(own["out"], row)
-    return [own["config"], *passthrough, f"--out_dir={out_dir}", f"--max_minutes={own['minutes']}",
+def train_args(own, passthrough, row, seed, base):
+    """A run's train.py arguments (init_from aside): what its result is kept under."""
+    return [own["config"], *passthrough, f"--out_dir={run_dir(own, row, seed)}", f"--seed={seed}",
+            "--max_minutes=0", "--clock_schedule=False",
             *[f"--{k}={v!r}" for k, v in row_settings(row, base).items()]]
 
 
-def run_row(own, args, row, index, total):
-    """Train one row unless it is finished with these very settings; return its result."""
-    out_dir = os.path.join(own["out"], row)
-    result_path = os.path.join(out_dir, "result.json")
-    if os.path.isfile(result_path):
-        with open(result_path) as f:
-            result = json.load(f)
-        if result["train_args"] != args:
-            then = [a for a in result["train_args"] if a not in args] or ["(another order)"]
-            now = [a for a in args if a not in result["train_args"]] or ["(another order)"]
-            raise UserError(f"{out_dir} was trained with other settings ({' '.join(then)}; now {' '.join(now)}); "
-                            f"pass --out=<another folder> or delete {out_dir}")
-        print(f"[{index}/{total}] {row}: finished earlier, kept ({result_path})")
-        return result
-    restart_row(out_dir, args)
-    print(f"[{index}/{total}] {row}: python train.py {' '.join(args)}", flush=True)
-    started = time.time()
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args])
-    if done.returncode != 0:
-        raise UserError(f"row {row}: train.py exited with status {done.returncode} (its message is above); "
-                        f"fix that and rerun ablate.py: finished rows are kept")
-    result = dict(summarise_run(out_dir), row=row, train_args=args, wall_minutes=(time.time() - started) / 60)
-    with open(result_path + ".tmp", "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(result_path + ".tmp", result_path)
-    return result
+def table_dtype(own, base):
+    """dtype=auto, decided once for the whole table: by the runs already started (a resumed table keeps
+    its precision), else measured here, rather than by each run at a moment that may be busier."""
+    for row in ROWS:
+        for seed in own["seeds"]:
+            marker = os.path.join(run_dir(own, row[0], seed), MARKER)
+            if os.path.isfile(marker):
+                kept = [a.split("=", 1)[1].strip("'") for a in read_json(marker)["train_args"] if a.startswith("--dtype=")]
+                if kept:
+                    return kept[-1]
+    return configurator.resolve_dtype("auto", configurator.resolve_device(base["device"]))
 
 
-def restart_row(out_dir, args):
-    """An unfinished row restarts from scratch: its checkpoint goes, but only one ablate.py started
-    (out_dir/ablate_row.json says so) and only while no train.py runs there (its lock is free)."""
-    marker = os.path.join(out_dir, "ablate_row.json")
-    if os.path.exists(os.path.join(out_dir, "ckpt.pt")) and not os.path.isfile(marker):
-        raise UserError(f"{out_dir} holds a checkpoint that ablate.py did not start; nothing was changed: pass "
-                        f"--out=<another folder>, or move that run elsewhere")
-    lock = train.lock_out_dir(out_dir)  # raises, naming the PID, while a run holds out_dir
+def run_dir(own, row, seed):
+    return os.path.join(own["out"], row, f"seed{seed}")
+
+
+def read_json(path):
     try:
-        for stale in ("ckpt.pt", "ckpt.pt.tmp"):
-            if os.path.exists(os.path.join(out_dir, stale)):
-                os.remove(os.path.join(out_dir, stale))
-        with open(marker, "w") as f:
-            json.dump({"train_args": args}, f)
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({e}); move that folder elsewhere and rerun") from None
+
+
+def write_json(path, obj):
+    plot.write_atomic(path, json.dumps(obj, indent=1).encode())
+
+
+def differ(then, now):
+    gone = [a for a in then if a not in now] or ["(another order)"]
+    new = [a for a in now if a not in then] or ["(another order)"]
+    return f"{' '.join(gone)}; now {' '.join(new)}"
+
+
+def claim(out_dir, args):
+    """Whether the run in out_dir is finished (its result, or None) and how train.py starts it otherwise;
+    marks a new or empty folder as ablate.py's. Refuses, changing nothing, a folder ablate.py did not
+    start or one it started with other settings."""
+    marker, result_path = os.path.join(out_dir, MARKER), os.path.join(out_dir, "result.json")
+    if os.path.isfile(marker):
+        then = read_json(marker)["train_args"]
+        if then != args:
+            raise UserError(f"{out_dir} was started with other settings ({differ(then, args)}); pass "
+                            f"--out=<another folder>, or move {out_dir} elsewhere")
+        if os.path.isfile(result_path):
+            return read_json(result_path), None
+        return None, "resume" if os.path.exists(os.path.join(out_dir, "ckpt.pt")) else "scratch"
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise UserError(f"{out_dir} holds files that ablate.py did not make (no {MARKER}); nothing was changed: "
+                        f"pass --out=<another folder>, or move {out_dir} elsewhere")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        write_json(marker, {"train_args": args})
+    except OSError as e:
+        raise UserError(f"{out_dir}: cannot be made or written ({e.strerror or e}); pick another --out") from None
+    return None, "scratch"
+
+
+# ------------------------------------------------------------------------------------------------
+# Running the table: up to --jobs train.py processes at a time
+
+
+def run_all(own, runs):
+    """Train every unfinished run, --jobs at a time, and return every run's result in order."""
+    results, todo = {}, []
+    for key, args in runs:
+        result, how = claim(run_dir(own, *key), args)
+        if result:
+            results[key] = result
+        else:
+            todo.append((key, args, how))
+    if len(results):
+        print(f"{len(results)} of {len(runs)} runs finished earlier, kept")
+    threads = max(1, (os.cpu_count() or 1) // min(own["jobs"], max(1, len(todo))))
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(threads)))
+    running, failed = {}, None
+    bar = tqdm(total=len(todo), desc="ablate", unit="run", dynamic_ncols=True)
+    try:
+        while todo or running:
+            while todo and len(running) < own["jobs"] and not failed:
+                key, args, how = todo.pop(0)
+                running[key] = start(own, key, args, how, env)
+            time.sleep(0.5)
+            for key, (proc, args, log, started) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[key]
+                out_dir = run_dir(own, *key)
+                if proc.returncode != 0:
+                    failed = failed or (key, proc.returncode)
+                    todo.clear()
+                    continue
+                results[key] = finish(out_dir, key, args, time.time() - started)
+                bar.update(1)
+                tqdm.write(f"{key[0]} seed {key[1]}: {results[key]['exact_accuracy']:.1%} exact, "
+                           f"{results[key]['wall_minutes']:.1f} min")
+    except KeyboardInterrupt:  # each run is asked to stop as Ctrl-C asks train.py: a checkpoint, then exit
+        for proc, *_ in running.values():
+            proc.send_signal(signal.SIGINT)
+        for key, (proc, args, log, started) in running.items():
+            proc.wait()
+            log.close()
+            if proc.returncode == 0:  # it had finished: its result counts
+                finish(run_dir(own, *key), key, args, time.time() - started)
+            else:
+                note_time(run_dir(own, *key), time.time() - started)
+        raise
     finally:
-        lock.close()
+        bar.close()
+    if failed:
+        (row, seed), code = failed
+        raise UserError(f"{row} seed {seed}: train.py exited with status {code}: {last_line(run_dir(own, row, seed))}"
+                        f" (all of it in {os.path.join(run_dir(own, row, seed), 'train.log')}); fix that and rerun: "
+                        f"finished runs are kept")
+    return [results[key] for key, _ in runs]
+
+
+def start(own, key, args, how, env):
+    out_dir = run_dir(own, *key)
+    log = open(os.path.join(out_dir, "train.log"), "a")
+    command = [sys.executable, os.path.join(ROOT, "train.py"), *args, f"--init_from={how}"]
+    log.write(f"\n$ {' '.join(command)}\n")
+    log.flush()
+    tqdm.write(f"{key[0]} seed {key[1]}: {'resumed' if how == 'resume' else 'started'} (log: {log.name})")
+    # A session of its own: a Ctrl-C in the terminal reaches ablate.py alone, which passes it on once.
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return proc, args, log, time.time()
+
+
+def note_time(out_dir, seconds):
+    """An interrupted run's training time so far, kept in its marker for the table's minutes per run."""
+    marker = read_json(os.path.join(out_dir, MARKER))
+    marker["earlier_minutes"] = marker.get("earlier_minutes", 0.0) + seconds / 60
+    write_json(os.path.join(out_dir, MARKER), marker)
+
+
+def last_line(out_dir):
+    with open(os.path.join(out_dir, "train.log"), errors="replace") as f:
+        lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def finish(out_dir, key, args, seconds):
+    """A finished run's summary, written beside it as result.json. Its minutes include those of earlier
+    parts that were interrupted (a run killed outright loses that part's time, and redoes its steps)."""
+    earlier = read_json(os.path.join(out_dir, MARKER)).get("earlier_minutes", 0.0)
+    result = dict(summarise_run(out_dir), row=key[0], seed=key[1], train_args=args, wall_minutes=earlier + seconds / 60)
+    write_json(os.path.join(out_dir, "result.json"), result)
+    return result
 
 
 def summarise_run(out_dir):
@@ -156,8 +277,8 @@ def summarise_run(out_dir):
     late = trained[-max(1, len(trained) // 4):]  # halting as learned by the end: the last quarter of the logs
     counts = np.array([r["count"] for r in late], dtype=float)
     act_steps = float(np.dot(counts, [r["steps"] for r in late]) / counts.sum()) if counts.sum() else float("nan")
-    ckpt = configurator.read_checkpoint(os.path.join(out_dir, "ckpt.pt"), fix=f"Remove {out_dir} to run the row "
-                                        f"again")  # data only: a crafted file is refused, never run
+    ckpt = configurator.read_checkpoint(os.path.join(out_dir, "ckpt.pt"), fix=f"Move {out_dir} elsewhere to run "
+                                        f"it again")  # data only: a crafted file is refused, never run
     with torch.device("meta"):  # shapes only: count without allocating
         params = TRM(TRMConfig(**ckpt["model_config"])).num_params()
     return dict(exact_accuracy=final["exact_accuracy"], accuracy=final["accuracy"], params=params,
@@ -169,67 +290,100 @@ def summarise_run(out_dir):
 # The table and the chart
 
 
-def write_table(path, results, own, base):
-    lines = [f"Sudoku {os.path.basename(base['data_dir'].rstrip('/'))}, {own['minutes']:g} min of training per row "
-             f"({own['config']}, seed {base['seed']}); exact and cell accuracy on the {results[0]['eval_puzzles']:.0f} "
-             f"test puzzles; paper: Sudoku-Extreme, full scale. ACT steps: mean supervision steps at halting, "
-             f"last quarter of training.", "",
-             "| row | paper (Sudoku-Extreme) | exact | cell | parameters | examples/s | mean ACT steps | optimiser steps |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+def by_row(results):
+    """[(row, [its results, one per seed])] in ROWS order."""
+    rows = [r[0] for r in ROWS]
+    grouped = {}
     for r in results:
-        label, _, paper = next((x[1], x[2], x[3]) for x in ROWS if x[0] == r["row"])
-        lines.append(f"| {label} | {paper:.1f}% | {r['exact_accuracy']:.1%} | {r['accuracy']:.1%} | {r['params']:,} | "
-                     f"{r['examples_per_s']:.0f} | {r['act_steps']:.1f} | {r['optimizer_steps']} |")
-    with open(path + ".tmp", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(path + ".tmp", path)
+        grouped.setdefault(r["row"], []).append(r)
+    return sorted(grouped.items(), key=lambda item: rows.index(item[0]))
 
 
-PAPER, EXACT, CELL = (150, 150, 150), (31, 119, 180), (158, 202, 225)
+def versus_full(runs, full):
+    """The row's mean exact accuracy minus full TRM's, and whether the two seed ranges leave a gap."""
+    if full is None or runs is full:
+        return ""
+    ours, theirs = [r["exact_accuracy"] for r in runs], [r["exact_accuracy"] for r in full]
+    diff = f"{100 * (np.mean(ours) - np.mean(theirs)):+.1f} pts"
+    if min(len(ours), len(theirs)) < 2:
+        return f"{diff} (one seed: no spread to judge by)"
+    gap = max(ours) < min(theirs) or min(ours) > max(theirs)
+    return f"{diff}, {'beyond' if gap else 'within'} the seed spread"
+
+
+def write_table(path, results, own, base):
+    rows = by_row(results)
+    full = dict(rows).get("full")
+    first = results[0]
+    lines = [f"{os.path.basename(base['data_dir'].rstrip('/'))}: {first['optimizer_steps']} optimiser steps per run "
+             f"({own['config']}), seeds {', '.join(map(str, own['seeds']))}; exact accuracy on the "
+             f"{first['eval_puzzles']:.0f} test puzzles after all N_sup steps, mean and range over the seeds. Paper: "
+             f"Sudoku-Extreme at full scale. ACT steps: mean supervision steps at halting, last quarter of training.",
+             "", "| row | paper (Sudoku-Extreme) | exact, mean | range | vs full TRM | cell | parameters | examples/s "
+             "| minutes per run | ACT steps |", "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for row, runs in rows:
+        label, paper = next((x[1], x[3]) for x in ROWS if x[0] == row)
+        exact = [r["exact_accuracy"] for r in runs]
+        mean = lambda key: float(np.mean([r[key] for r in runs]))  # noqa: E731
+        lines.append(f"| {label} | {paper:.1f}% | {np.mean(exact):.1%} | {min(exact):.1%}-{max(exact):.1%} | "
+                     f"{versus_full(runs, full)} | {mean('accuracy'):.1%} | {runs[0]['params']:,} | "
+                     f"{mean('examples_per_s'):.0f} | {mean('wall_minutes'):.1f} | {mean('act_steps'):.1f} |")
+    plot.write_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+PAPER, EXACT, RANGE = (150, 150, 150), (31, 119, 180), (20, 20, 20)
 
 
 def write_chart(path, results, own, base):
-    """Per row three bars on a 0-100% axis: the paper's exact accuracy, ours, and our cell accuracy."""
-    x0, width, row_h, top = 190, 520, 34, 60
-    img = np.full((top + row_h * len(results) + 30, x0 + width + 70, 3), 255, np.uint8)
+    """Per row two bars on a 0-100% axis: the paper's exact accuracy and ours (mean over the seeds),
+    with our range over the seeds as a black line across the bar's end."""
+    rows = by_row(results)
+    x0, width, row_h, top = 190, 520, 26, 60
+    img = np.full((top + row_h * len(rows) + 30, x0 + width + 90, 3), 255, np.uint8)
     data = os.path.basename(base["data_dir"].rstrip("/"))
-    plot.draw_text(img, 10, 10, f"paper (sudoku-extreme) vs ours ({data} {own['minutes']:g} min)")
-    for i, (name, colour) in enumerate((("paper", PAPER), ("ours exact", EXACT), ("ours cell acc", CELL))):
+    plot.draw_text(img, 10, 10, f"paper (sudoku-extreme) vs ours ({data} - {len(own['seeds'])} seeds)")
+    for i, (name, colour) in enumerate((("paper", PAPER), ("ours exact: mean and range", EXACT))):
         img[36:44, 10 + 150 * i:18 + 150 * i] = colour
         plot.draw_text(img, 24 + 150 * i, 37, name, scale=1)
-    for j, r in enumerate(results):
+    for j, (row, runs) in enumerate(rows):
         y = top + row_h * j
-        _, label, paper = next(x[1:4] for x in ROWS if x[0] == r["row"])
-        plot.draw_text(img, 10, y + 10, label, scale=1)
-        for k, (value, colour) in enumerate(((paper / 100, PAPER), (r["exact_accuracy"], EXACT),
-                                             (r["accuracy"], CELL))):
-            bar_y = y + 2 + 9 * k
+        label, paper = next((x[2], x[3]) for x in ROWS if x[0] == row)
+        exact = [r["exact_accuracy"] for r in runs]
+        plot.draw_text(img, 10, y + 6, label, scale=1)
+        for k, (value, colour) in enumerate(((paper / 100, PAPER), (float(np.mean(exact)), EXACT))):
+            bar_y = y + 2 + 10 * k
             img[bar_y:bar_y + 8, x0:x0 + max(1, round(value * width))] = colour
-            plot.draw_text(img, x0 + round(value * width) + 4, bar_y + 1, f"{value:.1%}", scale=1)
-    img[top - 4:top + row_h * len(results), x0] = 0  # the 0% axis
+            right = round(max(value, max(exact) if k else value) * width)
+            plot.draw_text(img, x0 + right + 4, bar_y + 1, f"{value:.1%}", scale=1)
+        lo, hi = (x0 + round(v * width) for v in (min(exact), max(exact)))
+        img[y + 15:y + 17, lo:hi + 1] = RANGE
+        img[y + 12:y + 20, lo] = img[y + 12:y + 20, hi] = RANGE
+    img[top - 4:top + row_h * len(rows), x0] = 0  # the 0% axis
     plot.write_png(path, img)
 
 
 def main(argv):
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops the runs cleanly, too
     try:
         own, passthrough = parse(argv)
-        base = configurator.configure([own["config"], *passthrough])  # a bad setting fails here, before any row
+        base = configurator.configure([own["config"], *passthrough])  # a bad setting fails here, before any run
         if not os.path.isfile(os.path.join(base["data_dir"], "train", "dataset.json")):
-            raise UserError(f"{base['data_dir']} not found; make it with "
-                            f"`python prepare_sudoku.py --difficulty medium` (or pass --data_dir=...)")
-        try:
-            os.makedirs(own["out"], exist_ok=True)
-        except OSError as e:
-            raise UserError(f"--out={own['out']}: cannot make that folder ({e.strerror}); pick another --out") from None
-        results = [run_row(own, train_args(own, passthrough, row, base), row, i, len(own["rows"]))
-                   for i, row in enumerate(own["rows"], start=1)]
+            how = PREPARE if own["config"] == CONFIG and base["data_dir"] == configurator.configure([CONFIG])["data_dir"] \
+                else "the prepare_*.py script that makes it"
+            raise UserError(f"{base['data_dir']} not found; make it with `{how}` (or pass --data_dir=...)")
+        if base["dtype"] == "auto":
+            passthrough.append(f"--dtype={table_dtype(own, base)!r}")
+        runs = [((row, seed), train_args(own, passthrough, row, seed, base)) for row in own["rows"] for seed in own["seeds"]]
+        results = run_all(own, runs)
         write_table(os.path.join(own["out"], "table.md"), results, own, base)
         write_chart(os.path.join(own["out"], "ablations.png"), results, own, base)
         print(f"wrote {os.path.join(own['out'], 'table.md')} and {os.path.join(own['out'], 'ablations.png')}")
     except (UserError, configurator.UserError) as e:
         sys.exit(f"ablate.py: {e}")
-    except KeyboardInterrupt:  # finished rows are kept; the next run goes on from the first unfinished one
+    except KeyboardInterrupt:  # finished runs are kept; the next call goes on from the checkpoints
         sys.exit("ablate.py: interrupted; run the same command again to continue the table")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -531,7 +531,7 @@ def build_parser():
     p.add_argument("--puzzle", help="one puzzle (Sudoku: the grid row by row, '.' or '0' for blanks)")
     p.add_argument("--puzzle_file", help="many puzzles (Sudoku: one a line, question or question,answer)")
     p.add_argument("--show", type=int, default=3, help="puzzles shown step by step (default %(default)s)")
-    p.add_argument("--steps", type=int, help="supervision steps (default: the trained halt_max_steps; more is allowed)")
+    p.add_argument("--steps", type=int, help="supervision steps (default: the run's eval_steps, else its halt_max_steps; more is allowed)")
     p.add_argument("--halt", choices=["fixed", "adaptive"], default="fixed",
                    help="adaptive: stop a puzzle after the step where p(halt) = sigmoid(q_halt) > --halt_p "
                         "(default %(default)s)")
@@ -617,7 +617,7 @@ def run(args):
         model.check_batch({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in puzzles.items()})
     except ValueError as e:
         raise UserError(f"{data_dir if args.puzzle is None and not args.puzzle_file else 'the puzzles'}: {e}") from None
-    steps = args.steps or model.config.halt_max_steps
+    steps = args.steps or C.get("eval_steps") or model.config.halt_max_steps  # the run's own evaluation depth
     if args.compile:
         model = torch.compile(model)
     if args.sweep:

@@ -42,6 +42,7 @@ max_minutes = 0.0            # > 0: stop (evaluate, checkpoint) after this much 
 clock_schedule = False       # with max_minutes: the steps, and the lr cosine's horizon, follow from the
                              # measured time per step so that the schedule ends on the clock (max_steps: a cap)
 eval_interval = 5000         # epochs between evaluations, as in the official code (one pass of the loader)
+eval_steps = 0               # > 0: evaluate with this many supervision steps instead of halt_max_steps
 eval_max_batches = 0         # > 0: evaluations during training look at that many batches only
 puzzle_id_ablation = "none"  # "blank" | "random": also evaluate with the puzzle identifiers replaced, reported beside
 log_interval = 10
@@ -273,7 +274,7 @@ def task_scorer(meta):
 
 @torch.inference_mode()
 def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=1, ids="none"):
-    """Every test puzzle (or the first max_batches batches) for all halt_max_steps supervision
+    """Every test puzzle (or the first max_batches batches) for all halt_max_steps (or eval_steps) supervision
     steps; metrics of the final step, plus the task's own (maze paths, ARC votes). Under DDP each
     rank evaluates its slice of every batch; the result is complete on rank 0.
     ids="blank" | "random": the puzzles are shown the blank identifier, or a random one (seeded),
@@ -299,8 +300,11 @@ def evaluate(model, C, device, forward=None, max_batches=0, out_dir=None, world=
             batch["puzzle_identifiers"][:real] = drawn[rank * local:rank * local + real]
         batch = to_device(batch, device)
         carry = model.initial_carry(batch)
-        for _ in range(model.config.halt_max_steps):
+        for i in range(C["eval_steps"] or model.config.halt_max_steps):
+            if i:  # eval_steps past N_sup: the recursion goes on rather than restarting at the model's limit
+                carry = dataclasses.replace(carry, halted=torch.zeros_like(carry.halted))
             carry, outputs = forward(carry, batch)
+        carry = dataclasses.replace(carry, halted=torch.ones_like(carry.halted))  # every row counts at its last step
         add_into(sums, act_loss(carry, outputs, model.config.loss_type)[1])
         n_rows += real
         if scorer:

@@ -215,30 +215,61 @@ def test_chart_labels_use_only_glyphs_plot_can_draw():
     assert all(set(label) <= set(ablate.plot.GLYPHS) for _, _, label, _, _ in ablate.ROWS)
 
 
-def test_ablate_trains_each_row_writes_table_and_chart_and_keeps_finished_rows(sudoku4, tmp_path, monkeypatch,
-                                                                                capsys):
+TINY = ["--hidden_size=16", "--num_heads=2", "--puzzle_emb_ndim=16", "--halt_max_steps=2", "--global_batch_size=16",
+        "--eval_interval=1000", "--log_interval=1", "--ckpt_interval=2"]
+
+
+def test_ablate_trains_each_row_and_seed_for_equal_steps_and_keeps_finished_runs(sudoku4, tmp_path, monkeypatch,
+                                                                                 capsys):
     import ablate
     monkeypatch.chdir(ROOT)  # ablate.py's default --config is relative to the repository, as for train.py
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny runs on a shared machine: spinning threads only cost
     out = tmp_path / "ablate"
-    args = ["--rows=full,hrm", "--minutes=1", f"--out={out}", f"--data_dir={sudoku4}", "--hidden_size=16",
-            "--num_heads=2", "--puzzle_emb_ndim=16", "--halt_max_steps=2", "--max_steps=3",
-            "--global_batch_size=16", "--eval_interval=1000", "--log_interval=1"]
-    ablate.main(args)  # each row is a train.py subprocess
-    results = [json.loads((out / row / "result.json").read_text()) for row in ("full", "hrm")]
-    assert [r["optimizer_steps"] for r in results] == [3, 3]
-    assert results[1]["params"] > results[0]["params"], "HRM: two 4-layer networks"
+    args = ["--rows=full,hrm", "--seeds=0,1", "--jobs=2", f"--out={out}", f"--data_dir={sudoku4}", "--max_steps=3",
+            *TINY]
+    ablate.main(args)  # each run is a train.py subprocess, two at a time
+    results = {(row, seed): json.loads((out / row / f"seed{seed}" / "result.json").read_text())
+               for row in ("full", "hrm") for seed in (0, 1)}
+    assert {r["optimizer_steps"] for r in results.values()} == {3}, "every run trains the same number of steps"
+    assert results["hrm", 0]["params"] > results["full", 0]["params"], "HRM: two 4-layer networks"
+    for (row, seed), r in results.items():
+        run_config = json.loads((out / row / f"seed{seed}" / "config.json").read_text())
+        assert (run_config["seed"], run_config["max_minutes"], run_config["clock_schedule"]) == (seed, 0.0, False)
+    hrm_config = json.loads((out / "hrm" / "seed0" / "config.json").read_text())
+    assert (hrm_config["two_networks"], hrm_config["grad_mode"], hrm_config["L_layers"]) == (True, "one_step", 4)
     table = (out / "table.md").read_text()
     assert "| full TRM | 87.4% |" in table and "| HRM at the same width | 55.0% |" in table
+    assert "seeds 0, 1" in table and "the seed spread |" in table
     assert (out / "ablations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    hrm_config = json.loads((out / "hrm" / "config.json").read_text())
-    assert (hrm_config["two_networks"], hrm_config["grad_mode"], hrm_config["L_layers"]) == (True, "one_step", 4)
     capsys.readouterr()
     (out / "table.md").unlink()
-    ablate.main(args)  # a rerun keeps the finished rows and rewrites the table from them
-    assert capsys.readouterr().out.count("finished earlier, kept") == 2 and (out / "table.md").read_text() == table
-    with pytest.raises(SystemExit, match="was trained with other settings"):
-        ablate.main(args[:-1] + ["--log_interval=2"])
+    ablate.main(args)  # a rerun keeps the finished runs and rewrites the table from them
+    assert "4 of 4 runs finished earlier, kept" in capsys.readouterr().out and (out / "table.md").read_text() == table
+    with pytest.raises(SystemExit, match="was started with other settings"):
+        ablate.main(args[:-1] + ["--ckpt_interval=1"])
+
+
+def test_an_unfinished_run_resumes_from_its_checkpoint_and_ends_where_a_fresh_one_would(sudoku4, tmp_path,
+                                                                                        monkeypatch):
+    """A table killed mid-run: the run's checkpoint stays, and the rerun continues it (train.py
+    --init_from=resume) to the same step and the same weights as an uninterrupted run."""
+    import ablate
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    common = ["--rows=full", "--seeds=0", f"--data_dir={sudoku4}", *TINY]
+    ablate.main([f"--out={tmp_path / 'whole'}", "--max_steps=4", *common])
+    ablate.main([f"--out={tmp_path / 'cut'}", "--max_steps=2", *common])  # the same run, as far as step 2 ...
+    cut = tmp_path / "cut" / "full" / "seed0"
+    marker = json.loads((cut / ablate.MARKER).read_text())
+    marker["train_args"] = [a.replace("--max_steps=2", "--max_steps=4") for a in marker["train_args"]]
+    (cut / ablate.MARKER).write_text(json.dumps(marker))  # ... and killed there: its checkpoint, no result
+    (cut / "result.json").unlink()
+    ablate.main([f"--out={tmp_path / 'cut'}", "--max_steps=4", *common])
+    assert "--init_from=resume" in (cut / "train.log").read_text()
+    whole, resumed = (torch.load(d / "full" / "seed0" / "ckpt.pt", weights_only=True) for d in (tmp_path / "whole",
+                                                                                               tmp_path / "cut"))
+    assert resumed["step"] == whole["step"] == 4
+    assert all(torch.equal(whole["model"][k], resumed["model"][k]) for k in whole["model"])
 
 
 def test_a_crafted_checkpoint_is_refused_by_the_summary_and_its_code_never_runs(tmp_path):
@@ -254,18 +285,20 @@ def test_a_crafted_checkpoint_is_refused_by_the_summary_and_its_code_never_runs(
 
 
 @pytest.mark.parametrize("arg, message", [
-    ("--minutes=nan", "--minutes=nan: give a positive number of minutes"),
-    ("--minutes=inf", "--minutes=inf: give a positive number of minutes"),
-    ("--minutes=0", "--minutes=0.0: give a positive number of minutes"),
     ("--max_steps=-1", "max_steps=-1 is out of range"),
     ("--global_batch_size=-4", "global_batch_size=-4 is out of range"),
-    ("--out={file}/x", "--out={file}/x: cannot make that folder"),
+    ("--seeds=a", "--seeds=a: give whole numbers"),
+    ("--seeds=,", "--seeds=: give one or more seeds"),
+    ("--jobs=0", "--jobs=0: give how many runs train at once"),
+    ("--max_minutes=5", "--max_minutes is set by ablate.py"),
+    ("--rows=full,nope", "--rows: unknown row 'nope'"),
+    ("--out={file}/x", "{file}/x/full/seed0: cannot be made or written"),
 ])
-def test_bad_numbers_and_an_unmakeable_out_folder_are_one_line_before_any_row(arg, message, sudoku4, tmp_path,
-                                                                              monkeypatch):
+def test_bad_settings_and_an_unmakeable_out_folder_are_one_line_before_any_run(arg, message, sudoku4, tmp_path,
+                                                                               monkeypatch):
     import ablate
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(ablate, "run_row", lambda *a: pytest.fail("a row ran"))
+    monkeypatch.setattr(ablate, "start", lambda *a: pytest.fail("a run started"))
     (tmp_path / "file").write_text("a file, not a folder")
     arg, message = (x.replace("{file}", str(tmp_path / "file")) for x in (arg, message))
     with pytest.raises(SystemExit) as info:
@@ -273,21 +306,60 @@ def test_bad_numbers_and_an_unmakeable_out_folder_are_one_line_before_any_row(ar
     assert str(info.value).startswith(f"ablate.py: {message}") and "\n" not in str(info.value)
 
 
-def test_ablate_never_touches_a_run_directory_it_did_not_start(tmp_path):
-    """A row folder holding someone's own checkpoint is refused in one line and left as it is; a row
-    ablate.py started itself (its ablate_row.json) restarts from scratch."""
+def test_missing_data_names_the_command_that_makes_it(tmp_path, monkeypatch):
     import ablate
-    theirs = tmp_path / "full"
-    theirs.mkdir()
-    (theirs / "ckpt.pt").write_bytes(b"my own run")
-    with pytest.raises(ablate.UserError, match=f"{theirs} holds a checkpoint that ablate.py did not start; "
-                                               f"nothing was changed"):
-        ablate.restart_row(str(theirs), ["--seed=0"])
-    assert (theirs / "ckpt.pt").read_bytes() == b"my own run" and sorted(p.name for p in theirs.iterdir()) == ["ckpt.pt"]
-    ours = tmp_path / "hrm"
-    ours.mkdir()
-    ablate.restart_row(str(ours), ["--seed=0"])  # an empty folder: ablate.py takes it and marks it
-    (ours / "ckpt.pt").write_bytes(b"a row's unfinished run")
-    ablate.restart_row(str(ours), ["--seed=1"])
-    assert not (ours / "ckpt.pt").exists()
-    assert json.loads((ours / "ablate_row.json").read_text()) == {"train_args": ["--seed=1"]}
+    monkeypatch.chdir(tmp_path)  # no data/ here; the default config is found beside ablate.py
+    with pytest.raises(SystemExit) as info:
+        ablate.main([f"--config={ROOT / ablate.CONFIG}"])
+    assert "data/sudoku-6x6-medium not found" in str(info.value)
+
+
+@pytest.mark.parametrize("theirs", [{"ckpt.pt": b"my own run"}, {"notes.txt": b"my notes"},
+                                    {"metrics.jsonl": b"{}", "result.json": b"{}"}])
+def test_ablate_never_touches_a_folder_it_did_not_start(tmp_path, theirs):
+    """A run folder holding anything ablate.py did not put there is refused in one line, unchanged."""
+    import ablate
+    folder = tmp_path / "full" / "seed0"
+    folder.mkdir(parents=True)
+    for name, data in theirs.items():
+        (folder / name).write_bytes(data)
+    with pytest.raises(ablate.UserError, match=f"{folder} holds files that ablate.py did not make .no "
+                                               f"{ablate.MARKER}.; nothing was changed") as info:
+        ablate.claim(str(folder), ["--seed=0"])
+    assert "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == theirs
+
+
+def test_claim_marks_a_new_folder_resumes_a_checkpoint_and_refuses_other_settings(tmp_path):
+    import ablate
+    folder = tmp_path / "full" / "seed0"
+    assert ablate.claim(str(folder), ["--seed=0"]) == (None, "scratch")  # made and marked
+    assert json.loads((folder / ablate.MARKER).read_text()) == {"train_args": ["--seed=0"]}
+    assert ablate.claim(str(folder), ["--seed=0"]) == (None, "scratch")  # killed before its first checkpoint
+    (folder / "ckpt.pt").write_bytes(b"a run's checkpoint")
+    assert ablate.claim(str(folder), ["--seed=0"]) == (None, "resume")
+    with pytest.raises(ablate.UserError, match="was started with other settings .--seed=0; now --seed=1."):
+        ablate.claim(str(folder), ["--seed=1"])
+    (folder / "result.json").write_text('{"exact_accuracy": 0.5}')
+    assert ablate.claim(str(folder), ["--seed=0"]) == ({"exact_accuracy": 0.5}, None)
+    assert (folder / "ckpt.pt").read_bytes() == b"a run's checkpoint", "nothing is ever deleted"
+
+
+def test_a_row_is_beyond_the_seed_spread_only_when_the_ranges_do_not_overlap():
+    import ablate
+    runs = lambda *accs: [{"exact_accuracy": a} for a in accs]  # noqa: E731
+    full = runs(0.70, 0.74)
+    assert ablate.versus_full(runs(0.50, 0.60), full) == "-17.0 pts, beyond the seed spread"
+    assert ablate.versus_full(runs(0.60, 0.71), full) == "-6.5 pts, within the seed spread"
+    assert ablate.versus_full(runs(0.80), full) == "+8.0 pts (one seed: no spread to judge by)"
+    assert ablate.versus_full(full, full) == ""
+
+
+def test_the_whole_table_runs_in_one_dtype_and_a_resumed_table_keeps_it(tmp_path):
+    """dtype=auto is decided once, by ablate.py, not by each run's own timing; a table that already has
+    runs keeps the dtype they were started with, whatever the machine measures now."""
+    import ablate
+    own, base = dict(out=str(tmp_path), seeds=[0, 1]), dict(device="cpu")
+    assert ablate.table_dtype(own, base) == configurator.resolve_dtype("auto", "cpu")
+    ablate.claim(ablate.run_dir(own, "hrm", 1), ["config.py", "--dtype='bfloat16'", "--seed=1"])
+    assert ablate.table_dtype(own, base) == "bfloat16"

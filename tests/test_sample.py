@@ -310,6 +310,19 @@ def test_a_typed_puzzle_is_solved_step_by_step_with_colour_and_a_gif(run_dir, tm
         assert torch.equal(p, state["ema"]["shadow"][name]), f"{name}: EMA weights are used"
 
 
+def test_a_run_trained_with_eval_steps_is_sampled_with_them_by_default(run_dir, tmp_path, capsys):
+    """A run that trains few supervision steps and evaluates many (eval_steps, as the medium config)
+    is solved by sample.py with its evaluation depth, not its training one."""
+    state = torch.load(run_dir / "ckpt.pt", weights_only=True)
+    state["config"]["eval_steps"] = 5
+    (tmp_path / "run").mkdir()
+    torch.save(state, tmp_path / "run" / "ckpt.pt")
+    out = sample_main(capsys, f"--out_dir={tmp_path / 'run'}", f"--puzzle={QUESTION}", "--color=never")
+    assert "--puzzle, 4 givens: 5 supervision steps (trained with 3)" in out
+    out = sample_main(capsys, f"--out_dir={tmp_path / 'run'}", f"--puzzle={QUESTION}", "--color=never", "--steps=2")
+    assert "2 supervision steps (trained with 3)" in out, "--steps still decides"
+
+
 def test_test_puzzles_adaptive_eval_and_sweep(run_dir, sudoku4, tmp_path, capsys, monkeypatch):
     out = sample_main(capsys, f"--out_dir={run_dir}", f"--data_dir={sudoku4}", "--show=1", "--color=never")
     assert "test #0, " in out and "of 3 solved" not in out and out.count("supervision steps") == 1
@@ -504,7 +517,7 @@ def test_a_long_solve_draws_a_progress_bar_over_its_steps_and_a_short_one_none(m
     for steps, drawn in ((3, False), (300, True)):
         monkeypatch.setattr(sys, "stderr", Terminal())
         sample.trace(model, puzzles, steps, None, 0.0, shown=0, gif=False, batch_size=6, device="cpu")
-        assert (f"solve:" in sys.stderr.getvalue() and f"/{steps}" in sys.stderr.getvalue()) == drawn, steps
+        assert ("solve:" in sys.stderr.getvalue() and f"/{steps}" in sys.stderr.getvalue()) == drawn, steps
 
 
 # ------------------------------------------------------------------------------ other tasks

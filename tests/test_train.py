@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -199,6 +200,34 @@ def test_compiled_training_and_evaluation_match_eager(sudoku4, tmp_path):
     for a, b in zip(eager, compiled):
         for key in ("lm_loss", "accuracy", "q_halt_loss"):
             assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (a["iter"], a["split"], key)
+
+
+def test_eval_steps_past_n_sup_goes_on_without_restarting_and_scores_every_puzzle(sudoku4):
+    """eval_steps=7 on a model trained for N_sup=3: each batch's carry advances 7 steps, never restarted
+    at the model's own limit, and the score is sample.py's (independent code) after 7 steps."""
+    import sample
+    C = configurator.configure(tiny_run(sudoku4, "unused", "--eval_steps=7")[1:])
+    meta, sets = train.dataset.load_split(C["data_dir"], "test")
+    torch.manual_seed(0)
+    model = train.TRM(configurator.model_config(C, meta))
+    calls = []
+
+    def forward(carry, batch):
+        calls.append((carry.steps.clone(), carry.halted.clone()))
+        return model(carry, batch)
+
+    result = train.evaluate(model, C, "cpu", forward)
+    batches = -(-meta["total_puzzles"] // C["global_batch_size"])
+    assert len(calls) == 7 * batches
+    for i, (steps, halted) in enumerate(calls):
+        assert halted.all() if i % 7 == 0 else (~halted).all() and (steps == i % 7).all(), f"call {i}"
+    puzzles = {"inputs": np.asarray(next(iter(sets.values()))["inputs"], np.int32)}
+    puzzles["puzzle_identifiers"] = np.zeros(len(puzzles["inputs"]), np.int32)
+    with torch.inference_mode():
+        preds = sample.solve(model.eval(), puzzles, 7, slots=16)[0]
+    labels = np.asarray(next(iter(sets.values()))["labels"])
+    assert result["count"] == len(labels) == meta["total_puzzles"]
+    assert result["exact_accuracy"] == pytest.approx((preds == labels).all(-1).mean())
 
 
 @pytest.mark.parametrize("ids", ["blank", "random"])
