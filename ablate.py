@@ -187,7 +187,7 @@ def run_all(own, runs):
             results[key] = result
         else:
             todo.append((key, args, how))
-    if len(results):
+    if results:
         print(f"{len(results)} of {len(runs)} runs finished earlier, kept")
     threads = max(1, (os.cpu_count() or 1) // min(own["jobs"], max(1, len(todo))))
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(threads)))

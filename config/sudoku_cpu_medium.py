@@ -8,7 +8,8 @@ out_dir = "out-sudoku-cpu-medium"
 # consecutive batches, and at this batch (64) and lr (3e-3) the weights learn the puzzles in flight
 # rather than the rules: 36-43% of training puzzles exact at step 325, 0.4% of held-out ones (measured).
 # N_sup=2 sees 8x the puzzles per step; the recursion then goes on for 16 steps at evaluation.
-# Measured, AVX2 2-core, the same 8 minutes: N_sup=16 0.0% exact, N_sup=4 5%, N_sup=2 62% (n=2).
+# Measured, AVX2 2-core: N_sup=16 0.0% exact after 589 steps; N_sup=4 5% and N_sup=2 27% after 560 (n=4);
+# N_sup=2 with n=2 60-62% in the 8 minutes (936-997 steps).
 halt_max_steps = 2        # N_sup in training
 eval_steps = 16           # N_sup at evaluation (sample.py --steps=16 likewise)
 L_cycles = 2              # n: n=2 learned faster per step than n=4 here (and on 6x6), and costs 0.6x

@@ -435,17 +435,16 @@ def test_parse_maze_names_the_problem(rows, what):
 
 # ---------------------------------------------------------------------------- speed
 
-def test_a_thousand_30x30_mazes_are_read_and_scored_quickly(tmp_path):
-    import time
+def test_a_thousand_30x30_mazes_are_read_and_scored(tmp_path):
+    """The CSV reader and the path scorer at a real test set's size (their time: docs/measurements.md,
+    never a timed assertion)."""
     q, a, steps = pm.generate(50, 30, 110, seed=6)
     reps = 20  # 1000 rows from 50 distinct mazes: reading does not care about repeats
     path = tmp_path / "big.csv"
     path.write_text(pm.to_csv(np.tile(q, (reps, 1)), np.tile(a, (reps, 1)), np.tile(steps, reps), "t", 30))
-    start = time.time()
     data = pm.read_csv(path, 30)
     rates = pm.score(None, "test", {"inputs": data["q"], "preds": data["a"]})
     assert len(data["q"]) == 1000 and rates == {"valid_path_rate": 1.0, "optimal_path_rate": 1.0}
-    assert time.time() - start < 5  # the README's figure is ~0.3 s on 2 cores
 
 
 def test_a_maze_of_another_shape_names_its_rows_and_columns(tmp_path):
