@@ -3,7 +3,7 @@ The paper's ablation table on a laptop: one train.py run per row and seed, every
 optimiser steps on the same data, evaluated on the same held-out puzzles with all N_sup steps; then a
 Markdown table (mean and range over the seeds, beside the paper's Sudoku-Extreme figures) and a chart.
 
-    python prepare_sudoku.py --size 6 --difficulty hard   # data/sudoku-6x6-hard, if missing
+    python prepare_sudoku.py --size 6 --difficulty medium # data/sudoku-6x6-medium, if missing
     python ablate.py                                      # every row, seeds 0 and 1 -> out-ablate/table.md, .png
     python ablate.py --rows=full,hrm --seeds=0,1,2        # some rows, more seeds
     python ablate.py --max_steps=1200 --out=out-long      # any other --key=value goes to train.py, for every run
@@ -48,7 +48,7 @@ ROWS = [
     ("multi", "one latent per step (trm_hier6)", "multi latent", 77.6, dict(latent_mode="multi")),
 ]
 CONFIG = "config/sudoku_ablate.py"
-PREPARE = "python prepare_sudoku.py --size 6 --difficulty hard"  # makes CONFIG's data_dir
+PREPARE = "python prepare_sudoku.py --size 6 --difficulty medium"  # makes CONFIG's data_dir
 OWN = dict(rows=",".join(r[0] for r in ROWS), seeds="0,1", jobs="auto", out="out-ablate", config=CONFIG)
 # train.py settings ablate.py owns: each run's folder, seed and resumption, and equal steps (no clock).
 SET_HERE = ("out_dir", "seed", "init_from", "max_minutes", "clock_schedule")

@@ -311,7 +311,8 @@ def test_missing_data_names_the_command_that_makes_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no data/ here; the default config is found beside ablate.py
     with pytest.raises(SystemExit) as info:
         ablate.main([f"--config={ROOT / ablate.CONFIG}"])
-    assert "data/sudoku-6x6-medium not found" in str(info.value)
+    assert "data/sudoku-6x6-medium not found; make it with `python prepare_sudoku.py --size 6 --difficulty medium`" \
+        in str(info.value)
 
 
 @pytest.mark.parametrize("theirs", [{"ckpt.pt": b"my own run"}, {"notes.txt": b"my notes"},
