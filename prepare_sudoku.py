@@ -44,7 +44,7 @@ ROBUST_FORMS = 8  # equivalent forms the robust rating takes the median over
 # lucky draws it was picked by), and written when its recorded robust rating (robust_rating: 8 seeded forms)
 # reaches `least`. `steps`: search nodes after which a form's fast rating stops counting (None: never).
 SEARCH_LEVELS = {"extreme": {"gate": 16, "least": 5, "steps": 120},
-                 "diabolical": {"gate": 62, "least": 40, "steps": None}}
+                 "diabolical": {"gate": 62, "least": 60, "steps": None}}
 SCREEN_FORMS = 8  # fast-rated forms per candidate, three times that near the gate
 POPULATION = 24  # puzzles whose neighbours a search generation tries
 DROPS = 10  # givens dropped per population member and generation
@@ -1047,43 +1047,60 @@ def _results(pool, jobs):
 
 def generate(total, difficulty, size, seed=0, workers=1, stream=0, keys=None):
     """`total` distinct puzzles (no two equal up to augmentation, nor to one in `keys`, which gains theirs):
-    (questions, answers, robust ratings). Streams draw disjoint work units: the test split is its own
-    stream, so no climb gives puzzles (sharing a solution grid) to both splits."""
+    (questions, answers, robust ratings), from work-unit stream `stream` (see generate_splits)."""
+    return generate_splits([total], difficulty, size, seed, workers, keys, first_stream=stream)[0]
+
+
+def _jobs(difficulty, size, seed, need, workers, first_index):
+    """The work units for `need` more puzzles, numbered from first_index."""
+    chunk = CHUNK[difficulty]
+    if difficulty in SEARCH_LEVELS:  # costly units ask for no more than is missing
+        counts = [min(chunk, need - lo) for lo in range(0, need, chunk)]
+    else:  # cheap ones: spares keep every worker busy
+        counts = [chunk] * max(workers, -(-need // chunk))
+    return [(difficulty, size, seed, first_index + i, n) for i, n in enumerate(counts)]
+
+
+def generate_splits(totals, difficulty, size, seed=0, workers=1, keys=None, first_stream=0):
+    """generate for each split of `totals` (train, test ...): split k draws the work units of stream
+    first_stream + k, so no search gives puzzles (sharing a solution grid) to two splits, and no puzzle of
+    a split equals one of an earlier split up to augmentation. One pool serves all splits, with every
+    split's units queued from the start: no worker waits while another finishes the last unit of a split."""
     if (difficulty == "hard" or difficulty in SEARCH_LEVELS) and size != 9:
         raise InputError(f"--difficulty {difficulty} needs --size 9: smaller grids hardly ever need a guess; "
                          f"fix: use easy or medium for --size {size}")
-    chunk = CHUNK[difficulty]
-    rows, next_index = [], stream << 40
     keys = set() if keys is None else keys
+    rows = [[] for _ in totals]
+    next_index = [(first_stream + k) << 40 for k in range(len(totals))]
     pool = _pool(workers) if workers > 1 else None
     try:
-        with tqdm(total=total, desc=f"generate {difficulty}", disable=None) as bar:
-            while len(rows) < total:
-                need = total - len(rows)
-                if difficulty in SEARCH_LEVELS:  # costly units ask for no more than is missing
-                    counts = [min(chunk, need - lo) for lo in range(0, need, chunk)]
-                else:  # cheap ones: spares keep every worker busy
-                    counts = [chunk] * max(workers, -(-need // chunk))
-                n_jobs = len(counts)
-                jobs = [(difficulty, size, seed, next_index + i, n) for i, n in enumerate(counts)]
-                next_index += n_jobs
-                before = len(rows)
-                for result in _results(pool, jobs):
-                    for puzzle, solution, guesses in result:
-                        key = symmetry_keys(np.array(puzzle) + 1, size)[0]
-                        if key not in keys and len(rows) < total:
-                            keys.add(key)
-                            rows.append((puzzle, solution, guesses))
-                            bar.update(1)
-                if len(rows) == before:
-                    raise InputError(f"only {len(rows)} distinct {size}x{size} {difficulty} puzzles found; "
-                                     f"fix: ask for fewer with --generate / --num_test")
+        with tqdm(total=sum(totals), desc=f"generate {difficulty}", disable=None) as bar:
+            while True:
+                rounds = []  # (split, its jobs) for every split still short
+                for k, total in enumerate(totals):
+                    if len(rows[k]) < total:
+                        rounds.append((k, _jobs(difficulty, size, seed, total - len(rows[k]), workers, next_index[k])))
+                        next_index[k] += len(rounds[-1][1])
+                if not rounds:
+                    break
+                results = _results(pool, [job for _, jobs in rounds for job in jobs])
+                for k, jobs in rounds:  # results come in job order: the splits in turn
+                    before = len(rows[k])
+                    for _ in jobs:
+                        for puzzle, solution, guesses in next(results):
+                            key = symmetry_keys(np.array(puzzle) + 1, size)[0]
+                            if key not in keys and len(rows[k]) < totals[k]:
+                                keys.add(key)
+                                rows[k].append((puzzle, solution, guesses))
+                                bar.update(1)
+                    if len(rows[k]) == before:
+                        raise InputError(f"only {len(rows[k])} distinct {size}x{size} {difficulty} puzzles found; "
+                                         f"fix: ask for fewer with --generate / --num_test")
     finally:
         if pool:
             pool.terminate()
-    questions = np.array([r[0] for r in rows], dtype=np.uint8) + 1
-    answers = np.array([r[1] for r in rows], dtype=np.uint8) + 1
-    return questions, answers, np.array([r[2] for r in rows], dtype=np.float64)
+    return [(np.array([r[0] for r in split], dtype=np.uint8) + 1, np.array([r[1] for r in split], dtype=np.uint8) + 1,
+             np.array([r[2] for r in split], dtype=np.float64)) for split in rows]
 
 
 # ============================================================================ CSV source
@@ -1209,10 +1226,9 @@ def _load(args):
         train, test, overlap = from_csv_source(args, read, classes, "puzzles", SYMMETRIES, " (after --min_difficulty)")
         print(describe("test", test["q"], args.size))
         return train, test, overlap, {}
-    keys, made, extra = set(), [], {}
-    for stream, n in enumerate((args.generate, args.num_test)):
-        q, a, r = generate(n, args.difficulty, args.size, args.seed, args.workers, stream, keys)
-        made.append({"q": q, "a": a, "rating": r})
+    extra = {}
+    made = [{"q": q, "a": a, "rating": r} for q, a, r in
+            generate_splits([args.generate, args.num_test], args.difficulty, args.size, args.seed, args.workers)]
     for split, d in zip(("train", "test"), made):
         print(describe(f"{split} {args.difficulty}", d["q"], args.size, d["rating"]))
         extra[f"{split}.csv"] = to_csv(d["q"], d["a"], d["rating"], f"generated-{args.difficulty}", args.size)

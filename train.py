@@ -733,7 +733,8 @@ def begin(run):
         print(f"{run.metrics_path}: kept as {keep_old_log(run.metrics_path)} (a new run starts here)")
     if run.master:
         write_text_atomic(os.path.join(C["out_dir"], "config.json"), json.dumps(C, indent=1))
-        steps = f"as many steps as fit max_minutes={C['max_minutes']:g}" if C["clock_schedule"] and not run.resumed \
+        cap = f" (at most {C['max_steps']})" if C["max_steps"] else ""
+        steps = f"as many steps as fit max_minutes={C['max_minutes']:g}{cap}" if C["clock_schedule"] and not run.resumed \
             else f"{run.last_step} steps"
         print(f"TRM: {run.model.num_params() / 1e6:.2f}M parameters, {run.dev} {C['dtype']}, {run.world} process(es), "
               f"{steps} of {C['global_batch_size']} puzzles; config: {json.dumps(C)}")

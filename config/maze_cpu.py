@@ -14,4 +14,5 @@ out_dir = "out-maze-cpu"
 puzzle_emb_ndim = 64      # one identifier for all mazes: a single learned prefix vector
 eval_interval = 2         # epochs of 10000 mazes: an evaluation every 312 steps
 eval_max_batches = 4      # ... on 256 test mazes; the final one on all 500
-dtype = "float32"         # the maze figures were measured in float32
+dtype = "float32"         # the maze figures were measured in float32 ...
+clock_schedule = False    # ... and with the fixed 1600-step schedule

@@ -10,5 +10,6 @@ data_dir = "data/sudoku-6x6-medium"
 out_dir = "out-ablate"
 max_steps = 500           # every row: this many optimiser steps, also the lr cosine's horizon
 max_minutes = 0.0         # equal steps, not equal time: ablate.py reports each row's minutes beside it
+clock_schedule = False    # ... and no clock
 eval_interval = 20        # epochs: a pass of 940 steps, longer than the run: one evaluation, the final, on all 1000
 ckpt_interval = 100       # a killed table resumes from here

@@ -14,5 +14,5 @@ halt_max_steps = 2        # N_sup in training
 eval_steps = 16           # N_sup at evaluation (sample.py --steps=16 likewise)
 L_cycles = 2              # n: n=2 learned faster per step than n=4 here (and on 6x6), and costs 0.6x
 max_minutes = 8.0         # its final evaluation (16 steps x 1000 puzzles) takes under a minute on 2 cores
-max_steps = 0             # no fixed count: as many steps as the 8 minutes hold on this machine ...
-clock_schedule = True     # ... with the cosine ending on the clock (bf16 CPUs get ~4x the steps of AVX2 ones)
+max_steps = 0             # no cap: as many steps as the 8 minutes hold on this machine, the cosine ending on
+                          # the clock (clock_schedule, as in sudoku_cpu.py): bf16 CPUs get ~4x the steps of AVX2 ones

@@ -252,6 +252,18 @@ def test_generation_does_not_depend_on_the_number_of_workers():
     assert all((x == y).all() for x, y in zip(one, two))
 
 
+def test_splits_from_one_pool_are_each_splits_own_stream_and_disjoint():
+    # train and test share a pool (test's units queued before train's last one ends); each split still
+    # draws its own stream, so it is what generating it alone gives, and test loses its train look-alikes
+    train, test = ps.generate_splits([40, 25], "easy", 9, seed=11, workers=2)
+    alone = ps.generate(40, "easy", 9, seed=11, workers=1)
+    assert all((x == y).all() for x, y in zip(train, alone))
+    keys = set(ps.symmetry_keys(train[0], 9))
+    assert len(test[0]) == 25 and not keys & set(ps.symmetry_keys(test[0], 9))
+    test_alone = ps.generate(25, "easy", 9, seed=11, workers=1, stream=1, keys=keys)
+    assert all((x == y).all() for x, y in zip(test, test_alone))
+
+
 def test_generated_dataset_has_disjoint_train_and_test(tmp_path):
     out = tmp_path / "gen"
     ps.main(["--generate", "30", "--num_test", "20", "--num_aug", "2", "--out", str(out), "--workers", "1"])
