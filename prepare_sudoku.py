@@ -48,11 +48,12 @@ SEARCH_LEVELS = {"extreme": {"gate": 16, "least": 5, "steps": 120},
 SCREEN_FORMS = 8  # fast-rated forms per candidate, three times that near the gate
 POPULATION = 24  # puzzles whose neighbours a search generation tries
 DROPS = 10  # givens dropped per population member and generation
-CHILDREN = (4, 2)  # cells added back per dropped given: with the second solution's digit, with the member's
+CHILDREN = (4, 2)  # cells added back per dropped given: with another solution's digit, with the member's
 AGE = 8  # generations a puzzle stays in the population
 STALL = 30  # generations without a new best or a kept puzzle before a search starts over
 STRAGGLERS = 3  # searches left in a batch at which the rest is finished by the reference solver
-UNIQUE_STEPS = 150  # search nodes after which the generator gives up proving a candidate unique
+UNIQUE_STEPS = 150  # search nodes after which the generator gives up listing a candidate's solutions
+ALL_SOLUTIONS = 32  # solutions of a puzzle less a given, at most, that the generator lists to add a cell back
 CHUNK = {"easy": 32, "medium": 16, "hard": 8, "extreme": 100, "diabolical": 5}  # puzzles per work unit of the generator
 
 
@@ -875,49 +876,43 @@ def _dig(solution, size, rng, stop_at=0):
     return puzzle
 
 
-def _unique_many(grids, size):
-    """Per grid (N, L digits): its solution as a digit list when it has exactly one, else None (batched;
-    a search longer than UNIQUE_STEPS nodes is given up, None: the generator has candidates to spare)."""
-    _, found, solutions = _search_many(np.asarray(grids), size, 2, UNIQUE_STEPS)
-    out = [None] * len(grids)
-    for i, masks in solutions:
-        if found[i] == 1:
-            out[i] = _digits_of_masks(masks, size).tolist()
-    return out
-
-
 def _neighbours(members, size, rng):
     """Unique puzzles one move from the members (puzzle, solution): drop a given (kept if still unique);
-    otherwise take a second solution of what is left and add back one cell where the two differ, with
-    the member's digit (same solution) or the second solution's (a new solution grid). Neighbours of hard
-    puzzles tend to be hard, and the solution grid may drift, so the search is not tied to one grid."""
+    otherwise list every solution of what is left (when there are fewer than ALL_SOLUTIONS, found within
+    UNIQUE_STEPS search nodes) and add back one cell whose digit in one of them is in no other, which
+    leaves that one the only solution: the member's own (the same grid) or another (a new solution
+    grid). With every solution listed, a child's uniqueness is known without a search of its own.
+    Neighbours of hard puzzles tend to be hard, and the solution grid may drift, so the search is not
+    tied to one grid."""
     drops = []
     for puzzle, solution in members:
         givens = [c for c, d in enumerate(puzzle) if d]
         for cell in rng.sample(givens, min(DROPS, len(givens))):
             fewer = list(puzzle)
             fewer[cell] = 0
-            drops.append((fewer, solution))
-    _, found, solutions = _search_many(np.array([d for d, _ in drops]), size, 2, UNIQUE_STEPS)
-    others = {}
+            drops.append((fewer, solution, cell))
+    _, found, solutions = _search_many(np.array([d for d, _, _ in drops]), size, ALL_SOLUTIONS, UNIQUE_STEPS)
+    listed = {}
     for i, masks in solutions:
-        digits = _digits_of_masks(masks, size).tolist()
-        if digits != drops[i][1]:
-            others[i] = digits
-    unique, tries = [], []
-    for i, (fewer, solution) in enumerate(drops):
+        listed.setdefault(i, []).append(masks)
+    out = []
+    for i, (fewer, solution, dropped) in enumerate(drops):
         if found[i] == 1:
-            unique.append((fewer, solution))
-        if found[i] != 2:
-            continue  # unique, or given up
-        differ = [c for c in range(size * size) if others[i][c] != solution[c] and not fewer[c]]
-        for cell, grid in [(c, others[i]) for c in rng.sample(differ, min(CHILDREN[0], len(differ)))] + \
-                          [(c, solution) for c in rng.sample(differ, min(CHILDREN[1], len(differ)))]:
+            out.append((fewer, solution))
+        if not 2 <= found[i] < ALL_SOLUTIONS:
+            continue  # unique, given up, or too many solutions to list
+        grids = _digits_of_masks(np.array(listed[i]), size)  # (k, L): every solution of `fewer`
+        lonely = ((grids[:, None] == grids[None]).sum(1) == 1) & (np.array(fewer) == 0)  # digit in no other
+        own = [tuple(g) for g in grids.tolist()].index(tuple(solution))
+        pairs = [(j, c) for j, c in zip(*np.nonzero(lonely)) if j != own]
+        picks = rng.sample(pairs, min(CHILDREN[0], len(pairs)))
+        cells = [c for c in np.flatnonzero(lonely[own]).tolist() if c != dropped]  # not the member again
+        picks += [(own, c) for c in rng.sample(cells, min(CHILDREN[1], len(cells)))]
+        for j, c in picks:
             child = list(fewer)
-            child[cell] = grid[cell]
-            tries.append(child)
-    checked = _unique_many(tries, size) if tries else []
-    return unique + [(child, s) for child, s in zip(tries, checked) if s is not None]
+            child[c] = int(grids[j, c])
+            out.append((child, grids[j].tolist()))
+    return out
 
 
 def _screen(puzzles, size, nrng, level):

@@ -243,7 +243,26 @@ def test_batched_search_counts_solutions_and_returns_them():
     _, found, solutions = ps._search_many(np.array([puzzle, fewer, clash]), 9, 2)
     assert list(found) == [1, 2, 0]
     assert ps._digits_of_masks(solutions[0][1], 9).tolist() == solution and solutions[0][0] == 0
-    assert ps._unique_many([puzzle, fewer, clash], 9) == [solution, None, None]
+    listed, _ = ps.solve(fewer, 9, limit=100)  # the reference: every solution
+    _, found, solutions = ps._search_many(np.array([fewer]), 9, 100)
+    assert found[0] == len(listed) >= 2
+    assert sorted(ps._digits_of_masks(m, 9).tolist() for _, m in solutions) == sorted(listed)
+
+
+def test_neighbours_are_unique_and_one_given_dropped_and_at_most_one_cell_added():
+    # a child's uniqueness is read off the listed solutions of the puzzle less a given, not searched:
+    # the reference solver must agree for every one
+    rng = random.Random(3)
+    members = [ps.make_puzzle("hard", 9, rng) for _ in range(3)]
+    out = ps._neighbours(members, 9, rng)
+    grown = 0
+    for child, solution in out:
+        assert ps.solve(child, 9) == ([solution], ps.solve(child, 9)[1])
+        moves = [sum(a != b for a, b in zip(child, m)) for m, _ in members]
+        added = [sum(1 for a, b in zip(child, m) if a and not b) for m, _ in members]
+        assert any(n in (1, 2) and k == n - 1 for n, k in zip(moves, added))
+        grown += max(added)
+    assert grown > 0 and len(out) > 3 * 2  # children came, not only unique drops
 
 
 def test_generation_does_not_depend_on_the_number_of_workers():
