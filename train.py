@@ -574,7 +574,8 @@ def start_process(C):
     if C["puzzle_id_ablation"] not in ("none", "blank", "random"):
         raise UserError(f"puzzle_id_ablation={C['puzzle_id_ablation']!r}: use none, blank or random")
     if C["clock_schedule"] and not C["max_minutes"]:
-        raise UserError("clock_schedule=True fits the schedule to max_minutes: set --max_minutes too")
+        raise UserError("clock_schedule=True fits the schedule to max_minutes, which is 0: set --max_minutes, "
+                        "or --clock_schedule=False for a fixed max_steps schedule")
     return dev, rank, local_rank, world
 
 

@@ -342,4 +342,5 @@ def test_the_clock_schedule_plans_from_the_step_time_and_a_resume_keeps_it_and_t
 def test_clock_schedule_without_a_budget_is_one_line(sudoku4, tmp_path):
     with pytest.raises(SystemExit) as info:
         train.main(tiny_run(sudoku4, tmp_path / "out", "--clock_schedule=True")[1:])
-    assert str(info.value.code) == "train.py: clock_schedule=True fits the schedule to max_minutes: set --max_minutes too"
+    assert str(info.value.code) == ("train.py: clock_schedule=True fits the schedule to max_minutes, which is 0: "
+                                    "set --max_minutes, or --clock_schedule=False for a fixed max_steps schedule")
