@@ -48,7 +48,7 @@ ROWS = [
     ("multi", "one latent per step (trm_hier6)", "multi latent", 77.6, dict(latent_mode="multi")),
 ]
 CONFIG = "config/sudoku_ablate.py"
-DATA, PREPARE = "data/sudoku-6x6-medium", "python prepare_sudoku.py --size 6 --difficulty medium"  # CONFIG's data
+PREPARE = "python prepare_sudoku.py --size 6 --difficulty medium"  # makes CONFIG's data_dir
 OWN = dict(rows=",".join(r[0] for r in ROWS), seeds="0,1", jobs="auto", out="out-ablate", config=CONFIG)
 # train.py settings ablate.py owns: each run's folder, seed and resumption, and equal steps (no clock).
 SET_HERE = ("out_dir", "seed", "init_from", "max_minutes", "clock_schedule")
@@ -368,7 +368,9 @@ def main(argv):
         own, passthrough = parse(argv)
         base = configurator.configure([own["config"], *passthrough])  # a bad setting fails here, before any run
         if not os.path.isfile(os.path.join(base["data_dir"], "train", "dataset.json")):
-            how = f"`{PREPARE}`" if os.path.normpath(base["data_dir"]) == DATA else "the prepare_*.py script that writes it"
+            ours = configurator.configure([os.path.join(ROOT, CONFIG)])["data_dir"]  # read, not written twice
+            how = f"`{PREPARE}`" if os.path.normpath(base["data_dir"]) == os.path.normpath(ours) \
+                else "the prepare_*.py script that writes it"
             raise UserError(f"{base['data_dir']} not found; make it with {how} (or pass --data_dir=...)")
         if base["dtype"] == "auto":
             passthrough.append(f"--dtype={table_dtype(own, base)!r}")
