@@ -22,8 +22,9 @@ def test_a_chained_config_runs_the_one_it_builds_on_and_keeps_no_name_of_its_own
     monkeypatch.chdir(tmp_path)
     base = configurator.configure([str(ROOT / "config" / "sudoku_cpu.py")])
     medium = configurator.configure([str(ROOT / "config" / "sudoku_cpu_medium.py")])
-    assert medium == dict(base, data_dir="data/sudoku-medium", out_dir="out-sudoku-cpu-medium", L_cycles=2,
-                          halt_max_steps=2, eval_steps=16, max_minutes=8.0, max_steps=0)
+    assert medium == dict(base, data_dir="data/sudoku-medium", out_dir="out-sudoku-cpu-medium", eval_steps=16,
+                          max_minutes=8.0, max_steps=0)
     ablation = configurator.configure([str(ROOT / "config" / "sudoku_ablate.py")])
-    assert ablation == dict(base, data_dir="data/sudoku-6x6-medium", out_dir="out-ablate", max_steps=500,
+    assert ablation == dict(base, data_dir="data/sudoku-6x6-medium", out_dir="out-ablate", global_batch_size=64,
+                            halt_max_steps=8, eval_steps=0, eval_max_batches=4, log_interval=25, max_steps=500,
                             max_minutes=0.0, clock_schedule=False, eval_interval=20, ckpt_interval=100)
