@@ -36,5 +36,5 @@ puzzle_emb_lr = 1e-2
 puzzle_emb_weight_decay = 0.1
 ema_rate = 0.99
 compile = False           # on CPU, torch.compile did not beat eager for this model (measured)
-dtype = "auto"            # bf16 where a bf16 matmul measures faster (AMD Zen 5: 98.5% in 2.7 min, measured),
-                          # float32 elsewhere (AVX2: 97.5% in 9.3 min, measured)
+dtype = "auto"            # bf16 where a bf16 matmul measures faster (AMD Zen 5, the earlier recipe: 98.5% in
+                          # 2.7 min, measured), float32 elsewhere (AVX2: 95.7% in 9.5 min in a slow hour, measured)
