@@ -8,8 +8,8 @@ import os  # __file__ is this file's path: sudoku_cpu.py is found from any worki
 exec(open(os.path.join(os.path.dirname(__file__), "sudoku_cpu.py")).read())
 data_dir = "data/sudoku-6x6-medium"
 out_dir = "out-ablate"
-global_batch_size = 64    # the table's measured base: batch 64 and all 8 supervision steps in training, as
-halt_max_steps = 8        # in the paper's protocol (the quick start now trains with 2 at batch 32)
+global_batch_size = 64    # the base the table was measured with: batch 64, all 8 supervision steps in
+halt_max_steps = 8        # training (the quick start now trains with 2 at batch 16)
 eval_steps = 0
 eval_max_batches = 4
 log_interval = 25
